@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a single line and exit code 2."""
+
+
+class XltError(Exception):
+    """Bad input or an unmet precondition, described in one line that names where it is."""
