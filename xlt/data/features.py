@@ -1,0 +1,164 @@
+"""Question+context windows with offsets, answer labels, batching, and n-best span decoding.
+
+`doc_stride` follows the Hugging Face convention: the number of context tokens two
+neighbouring windows share.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from xlt.data.squad import Example
+
+
+@dataclass
+class Features:
+    """Windows of all examples; row i belongs to example `example_index[i]`."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    offsets: list[list[tuple[int, int] | None]]  # char span in the context, None outside the context
+    example_index: list[int]
+    start_positions: list[int]  # 0 (CLS) when the answer is not inside the window
+    end_positions: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.input_ids]
+
+
+def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for q, offs in zip(questions, enc["offset_mapping"], strict=True):
+        out.append(q[: offs[max_query_length - 1][1]] if len(offs) > max_query_length else q)
+    return out
+
+
+def build_features(tokenizer, examples: Sequence[Example], *, max_seq_length: int, doc_stride: int,
+                   max_query_length: int = 64, train: bool = True) -> Features:
+    """Tokenize every example into overlapping windows (no padding: batches pad dynamically)."""
+    questions = _truncate_questions(tokenizer, [e.question.lstrip() for e in examples], max_query_length)
+    pad_right = tokenizer.padding_side == "right"
+    enc = tokenizer(
+        questions if pad_right else [e.context for e in examples],
+        [e.context for e in examples] if pad_right else questions,
+        truncation="only_second" if pad_right else "only_first",
+        max_length=max_seq_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    context_id = 1 if pad_right else 0
+    feats = Features([], [] if "token_type_ids" in enc else None, [], [], [], [])
+    for i, ids in enumerate(enc["input_ids"]):
+        ex_i = enc["overflow_to_sample_mapping"][i]
+        seq_ids = enc.sequence_ids(i)
+        offs = [tuple(o) if s == context_id else None for o, s in zip(enc["offset_mapping"][i], seq_ids, strict=True)]
+        feats.input_ids.append(ids)
+        if feats.token_type_ids is not None:
+            feats.token_type_ids.append(enc["token_type_ids"][i])
+        feats.offsets.append(offs)
+        feats.example_index.append(ex_i)
+        start = end = 0
+        ex = examples[ex_i]
+        if train and ex.answers:
+            text, char_start = ex.answers[0]
+            char_end = char_start + len(text)
+            ctx = [j for j, o in enumerate(offs) if o is not None]
+            if ctx and offs[ctx[0]][0] <= char_start and offs[ctx[-1]][1] >= char_end:
+                start = next(j for j in ctx if offs[j][1] > char_start)
+                end = next(j for j in reversed(ctx) if offs[j][0] < char_end)
+        feats.start_positions.append(start)
+        feats.end_positions.append(end)
+    return feats
+
+
+def collate(feats: Features, rows: Sequence[int], pad_id: int, train: bool) -> dict[str, torch.Tensor]:
+    """Pad a batch to its own longest window (dynamic padding)."""
+    width = max(len(feats.input_ids[r]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long) if feats.token_type_ids is not None else None
+    for b, r in enumerate(rows):
+        n = len(feats.input_ids[r])
+        ids[b, :n] = torch.tensor(feats.input_ids[r])
+        mask[b, :n] = 1
+        if types is not None:
+            types[b, :n] = torch.tensor(feats.token_type_ids[r])  # type: ignore[index]
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    if train:
+        batch["start_positions"] = torch.tensor([feats.start_positions[r] for r in rows])
+        batch["end_positions"] = torch.tensor([feats.end_positions[r] for r in rows])
+    return batch
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
+                           group: int = 50) -> list[list[int]]:
+    """Shuffle, then sort within groups of `group` batches by length, so batches hold similar
+    lengths (little padding) while the order stays random across groups."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * group
+    batches = []
+    for g in range(0, len(order), span):
+        chunk = sorted(order[g:g + span], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Evaluation: longest first, so padding is minimal and memory peaks early."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for i in range(0, len(order), batch_size):
+        yield order[i:i + batch_size]
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, context_mask: torch.Tensor,
+               max_answer_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best (start, end) per window over all valid spans: start <= end < start + max_answer_length,
+    both inside the context. Exact over the whole band (a superset of top-n_best pairs), in one
+    batched op.   start/end_logits, context_mask: (B, L) -> scores, starts, ends: (B,)"""
+    B, L = start_logits.shape
+    neg = torch.finfo(start_logits.dtype).min
+    s = start_logits.masked_fill(~context_mask, neg)
+    e = end_logits.masked_fill(~context_mask, neg)
+    scores = s[:, :, None] + e[:, None, :]  # (B, L, L): [b, i, j] = start i, end j
+    band = torch.ones(L, L, dtype=torch.bool, device=scores.device).triu().tril(max_answer_length - 1)
+    scores = scores.masked_fill(~band, neg)
+    flat = scores.view(B, -1).argmax(dim=1)
+    return scores.view(B, -1).gather(1, flat[:, None])[:, 0], flat // L, flat % L
+
+
+def decode(examples: Sequence[Example], feats: Features, rows: Sequence[int], start_logits: torch.Tensor,
+           end_logits: torch.Tensor, max_answer_length: int, best: dict[int, tuple[float, str]]) -> None:
+    """Fold one batch of windows into `best` (example index -> (score, answer text))."""
+    width = start_logits.shape[1]
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        offs = feats.offsets[r]
+        mask[b, : len(offs)] = torch.tensor([o is not None for o in offs])
+    scores, starts, ends = best_spans(start_logits.float(), end_logits.float(), mask, max_answer_length)
+    for b, r in enumerate(rows):
+        if not mask[b].any():
+            continue
+        ex_i = feats.example_index[r]
+        score = float(scores[b])
+        if ex_i not in best or score > best[ex_i][0]:
+            offs = feats.offsets[r]
+            s, e = offs[int(starts[b])], offs[int(ends[b])]
+            best[ex_i] = (score, examples[ex_i].context[s[0]: e[1]])  # type: ignore[index]

@@ -1,0 +1,433 @@
+"""The study spec: one typed, frozen description of a study, loaded from YAML.
+
+Every error is one line naming the file and the key path, e.g.
+``studies/x.yaml: train.lr: must be > 0, got -1``. Command-line overrides use the same
+key paths (``train.lr=3e-5``), and so does the search space, so a trial is just the
+study's spec with a few keys set.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xlt.errors import XltError
+
+METRIC_MODES = ("xlt", "squad_v1", "mlqa", "zh_char")
+MetricMode = Literal["xlt", "squad_v1", "mlqa", "zh_char"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyModel(_Strict):
+    """A BERT built from a config with random weights (tests, the embedded default)."""
+
+    layers: int = Field(4, ge=1)
+    hidden: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    intermediate: int = Field(512, ge=8)
+    vocab_size: int = Field(4000, ge=100)
+    max_positions: int = Field(256, ge=16)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModel:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelSpec(_Strict):
+    name: str | None = None  # hub name or local path
+    tiny: TinyModel | None = None
+    tokenizer: str | None = None  # default: the model's own; a tiny model trains one on the training text
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.name (hub name or path) and model.tiny")
+        return self
+
+
+class Synthetic(_Strict):
+    n: int = Field(1000, ge=1)
+    seed: int = 0
+    split: str = "train"
+
+
+class DataSource(_Strict):
+    """One QA dataset: a local SQuAD-format JSON file, a `datasets` hub name, or generated."""
+
+    name: str | None = None
+    lang: str = "en"
+    path: str | None = None
+    hub: str | None = None
+    hub_config: str | None = None
+    split: str = "train"
+    synthetic: Synthetic | None = None
+    metric_mode: MetricMode | None = None  # eval sets: default is the study's metric_mode
+    max_questions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        given = [k for k in ("path", "hub", "synthetic") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of path, hub, synthetic (got {given or 'none'})")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.path:
+            return f"{Path(self.path).stem}"
+        if self.hub:
+            return f"{self.hub}:{self.split}"
+        return f"synthetic-{self.lang}-{self.synthetic.split}"  # type: ignore[union-attr]
+
+
+class DataSpec(_Strict):
+    english: DataSource | None = None  # the source-language training set
+    target: DataSource | None = None  # target-language training set (subsampled by count/fraction)
+    target_count: int | None = Field(None, ge=0)
+    target_fraction: float | None = Field(None, gt=0, le=1)
+    with_english: bool = True
+    eval: tuple[DataSource, ...] = Field(min_length=1)
+    validation: str | None = None  # eval set (by label) used in validated mode; default: the first
+    leak_filter: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSpec:
+        if self.target_count is not None and self.target_fraction is not None:
+            raise ValueError("set at most one of target_count and target_fraction")
+        if self.english is None and self.target is None:
+            raise ValueError("no training data: set data.english or data.target")
+        labels = [e.label for e in self.eval]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"eval set names must be unique, got {labels}")
+        if self.validation is not None and self.validation not in labels:
+            raise ValueError(f"validation '{self.validation}' is not an eval set name (have {labels})")
+        return self
+
+    @property
+    def validation_set(self) -> DataSource:
+        name = self.validation or self.eval[0].label
+        return next(e for e in self.eval if e.label == name)
+
+
+class TrainSpec(_Strict):
+    mode: Literal["fixed", "validated"] = "fixed"
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    eval_every: int | None = Field(None, ge=1)  # steps; fixed mode default: once per epoch
+    patience: int = Field(10, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup: float = Field(0.1, ge=0, lt=1)  # fraction of optimizer steps
+    weight_decay: float = Field(0.01, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_seq_length: int = Field(384, ge=32)
+    doc_stride: int = Field(128, ge=8)
+    max_query_length: int = Field(64, ge=4)
+    max_answer_length: int = Field(30, ge=1)
+    n_best: int = Field(20, ge=1)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; default: what the worker is given
+    checkpoint: bool = True
+
+    @model_validator(mode="after")
+    def _lengths(self) -> TrainSpec:
+        if self.doc_stride >= self.max_seq_length:
+            raise ValueError(f"doc_stride ({self.doc_stride}) must be < max_seq_length ({self.max_seq_length})")
+        return self
+
+
+class AdaptStep(_Strict):
+    steps: int = Field(200, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_seq_length: int = Field(128, ge=16)
+
+
+class AdaptSpec(_Strict):
+    """Mini-model adaptation (Marchisio et al. 2023): new-language embeddings over a frozen body."""
+
+    method: Literal["base_large", "mini_joint", "mini_post", "base_small"] = "mini_joint"
+    depth: int = Field(4, ge=1)  # k: layers in the mini-model
+    target_lang: str = "ru"
+    source_text: tuple[str, ...] = ()  # English text files (step 1)
+    target_text: tuple[str, ...] = ()  # target-language text files (step 2)
+    synthetic_lines: int | None = Field(None, ge=1)  # generate text instead of reading files
+    vocab_size: int = Field(4000, ge=100)
+    tokenizer_kind: Literal["wordpiece", "unigram"] = "wordpiece"
+    embedding_init: Literal["random", "copy_shared"] = "copy_shared"
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    step1: AdaptStep = AdaptStep()
+    step2: AdaptStep = AdaptStep(steps=400, lr=1e-3)
+    eval_every: int = Field(100, ge=1)  # step-2 steps between downstream evaluations
+    cache_dir: str | None = None  # step-1/step-3 artifacts; default: <run dir>/artifacts
+
+
+class Param(_Strict):
+    """One search dimension. Exactly one of the fields."""
+
+    range: tuple[float, float] | None = None
+    log_range: tuple[float, float] | None = None
+    int_range: tuple[int, int] | None = None
+    choice: tuple[Any, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_choice(cls, v: Any) -> Any:
+        return {"choice": v} if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _one(self) -> Param:
+        given = [k for k in ("range", "log_range", "int_range", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of range, log_range, int_range, choice (got {given or 'none'})")
+        for k in ("range", "log_range", "int_range"):
+            lo_hi = getattr(self, k)
+            if lo_hi is not None and not lo_hi[0] < lo_hi[1]:
+                raise ValueError(f"{k}: low must be < high, got {list(lo_hi)}")
+        if self.log_range is not None and self.log_range[0] <= 0:
+            raise ValueError(f"log_range: bounds must be > 0, got {list(self.log_range)}")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice: give at least one value")
+        return self
+
+
+class Objective(_Strict):
+    metric: str = "f1"  # f1 | exact_match | flops_train | device_seconds
+    eval_set: str | None = None  # f1/exact_match: the eval set (default: the validation set)
+    mode: Literal["max", "min"] = "max"
+
+
+class SearchSpec(_Strict):
+    algorithm: Literal["tpe", "nsga2", "grid", "random"] = "tpe"
+    space: dict[str, Param] = {}
+    objectives: tuple[Objective, ...] = (Objective(),)
+    num_samples: int = Field(4, ge=1)  # optuna/random; grid: repeats come from seeds
+    seeds: tuple[int, ...] = (0,)  # grid: every point runs once per seed (train.seed)
+    points: tuple[dict[str, Any], ...] = ()  # tried first (e.g. the paper's settings)
+    asha: bool = False
+    asha_grace: int = Field(1, ge=1)
+    asha_reduction: float = Field(2.0, gt=1)
+
+
+class Resources(_Strict):
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+    max_concurrent_trials: int = Field(1, ge=1)
+    max_failures: int = Field(1, ge=0)
+
+
+class Expected(_Strict):
+    """A published number the study reproduces (shown with a verdict in the dashboard)."""
+
+    label: str
+    metric: Literal["f1", "exact_match"] = "f1"
+    eval_set: str
+    value: float
+    tolerance: float = Field(1.0, ge=0)
+    where: dict[str, Any] = {}  # trial parameters that select the rows
+    source: str = ""
+
+
+class StudySpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    task: Literal["qa", "adapt"] = "qa"
+    scale: Literal["cpu", "gpu"] = "cpu"
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+    metric_mode: MetricMode = "xlt"
+    adapt: AdaptSpec | None = None
+    search: SearchSpec = SearchSpec()
+    resources: Resources = Resources()
+    expected: tuple[Expected, ...] = ()
+    throughput: dict[str, float] = {}  # device kind -> FLOP/s achieved, for `xlt estimate`
+
+    @model_validator(mode="after")
+    def _cross(self) -> StudySpec:
+        if self.task == "adapt" and self.adapt is None:
+            raise ValueError("task 'adapt' needs an adapt section")
+        for key in self.search.space:
+            _check_path(self, key)
+        return self
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolve_path(self, path: str) -> Path:
+        return Path(expand_vars(path))
+
+
+def _check_path(spec: StudySpec, dotted: str) -> None:
+    node: Any = spec
+    for part in dotted.split("."):
+        fields = type(node).model_fields if isinstance(node, BaseModel) else None
+        if fields is None or part not in fields:
+            raise ValueError(f"search.space: unknown key '{dotted}'")
+        node = getattr(node, part)
+        if node is None:  # an optional section not set in the file: its fields still exist
+            break
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand_vars(text: str) -> str:
+    """${VAR}, ${VAR:-default} and $VAR; an unset variable without default is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3)
+        if name in os.environ:
+            return os.environ[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        raise XltError(f"{text}: environment variable {name} is not set")
+
+    return _VAR.sub(sub, text)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``train.lr=3e-5`` -> ("train.lr", 3e-5); the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise XltError(f"override '{item}': expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise XltError(f"override {dotted}: '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise XltError(f"{path}: no such file")
+    try:
+        tree = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise XltError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise XltError(f"{path}: invalid YAML{where}: {problem}") from None
+    if tree is None:
+        raise XltError(f"{path}: empty study file")
+    if not isinstance(tree, dict):
+        raise XltError(f"{path}: a study must be a mapping of keys, got {type(tree).__name__}")
+    return tree
+
+
+def spec_from_dict(tree: dict[str, Any], origin: str = "<spec>") -> StudySpec:
+    try:
+        return StudySpec.model_validate(tree)
+    except ValidationError as e:
+        raise XltError(f"{origin}: {_first_error(e, tree)}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudySpec:
+    tree = read_yaml(path)
+    tree = apply_overrides(tree, overrides)
+    return spec_from_dict(tree, str(path))
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] | dict[str, Any]) -> dict[str, Any]:
+    tree = copy.deepcopy(tree)
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
+    for key, value in items:
+        set_path(tree, key, value)
+    return tree
+
+
+def _first_error(e: ValidationError, tree: dict[str, Any]) -> str:
+    err = e.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    # pydantic puts union/tagged members into loc; keep only keys present in the model
+    path = ".".join(loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent, key = loc[:-1], loc[-1]
+        hint = _suggest(key, _fields_at(parent))
+        return f"{path}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{path}: required key is missing"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
+    msg = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+           "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}"}.get(err["type"], msg)
+    ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in err.get("ctx", {}).items()}
+    msg = msg.format(**ctx) if "{" in msg else msg
+    return f"{path}: {msg}{shown}" if path else f"{msg}{shown}"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: Any = StudySpec
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def trial_spec(spec: StudySpec, params: dict[str, Any]) -> StudySpec:
+    """The study's spec with a trial's parameters (dotted keys) set."""
+    tree = apply_overrides(spec.model_dump(mode="json", exclude_none=True), params)
+    return spec_from_dict(tree, f"trial {params}")

@@ -1,0 +1,186 @@
+"""The training loop: pure torch, shared by QA fine-tuning and every adaptation step.
+
+AdamW with linear warmup and decay, gradient accumulation, gradient clipping, bf16
+autocast on CUDA. Two modes: `fixed` (run all steps) and `validated` (evaluate every
+`eval_every` steps, stop after `patience` evaluations without improvement, restore the
+best weights). Compute is metered per batch from the analytical model; the loop never
+syncs with the device except at evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from xlt import compute
+
+
+@dataclass
+class Meter:
+    """Cumulative counters of one trial; every result row carries a snapshot of them."""
+
+    device_kind: str = "cpu"
+    n_devices: int = 1
+    tokens_real: int = 0
+    tokens_padded: int = 0
+    examples: int = 0
+    flops_train: float = 0.0
+    flops_train_real: float = 0.0
+    flops_eval: float = 0.0
+    flops_by_stage: dict[str, float] = field(default_factory=dict)
+    pipeline_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add_train(self, stage: str, flops: dict[str, float], tokens_real: int, tokens_padded: int, examples: int) -> None:
+        self.flops_train += flops["flops"]
+        self.flops_train_real += flops["flops_real"]
+        self.flops_by_stage[stage] = self.flops_by_stage.get(stage, 0.0) + flops["flops"]
+        self.tokens_real += tokens_real
+        self.tokens_padded += tokens_padded
+        self.examples += examples
+
+    def snapshot(self, stage: str) -> dict[str, Any]:
+        wall = time.perf_counter() - self.started
+        return {
+            "tokens_real": self.tokens_real,
+            "tokens_padded": self.tokens_padded,
+            "examples_seen": self.examples,
+            "flops_train": self.flops_train,
+            "flops_stage": self.flops_by_stage.get(stage, 0.0),
+            "flops_eval": self.flops_eval,
+            "padding_share": 1 - self.flops_train_real / self.flops_train if self.flops_train else 0.0,
+            "wall_seconds": wall,
+            "pipeline_seconds": self.pipeline_seconds or wall,
+            "device_seconds": compute.device_seconds(wall, self.n_devices),
+            "device_kind": self.device_kind,
+            "n_devices": self.n_devices,
+        }
+
+
+def batch_compute(shape: compute.EncoderShape, plan: compute.Plan, mask: torch.Tensor, train: bool,
+                  mlm_positions: int | None = None) -> tuple[dict[str, float], int, int]:
+    """(flops dict, real tokens, padded positions) of one batch; `mask` is the attention mask."""
+    lengths = mask.sum(dim=1).tolist()
+    flops = compute.batch_flops(shape, lengths, mask.shape[1], plan, train=train, mlm_positions=mlm_positions)
+    return flops, int(sum(lengths)), mask.numel()
+
+
+@dataclass
+class LoopConfig:
+    total_steps: int  # optimizer steps
+    lr: float
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    eval_every: int | None = None  # optimizer steps; None: only at the end
+    patience: int | None = None  # validated mode when set
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    micro: int = 0
+    last_loss: float = float("nan")
+    best_score: float = -math.inf
+    best_step: int = 0
+    evals_since_best: int = 0
+    stopped_early: bool = False
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; no decay on biases and LayerNorm weights (as BERT)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused on CUDA, foreach (multi-tensor) on CPU: one kernel per group instead of one per tensor
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, **fast)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
+    warm = int(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_loop(
+    model: torch.nn.Module,
+    batches: Iterator[dict[str, torch.Tensor]],
+    cfg: LoopConfig,
+    *,
+    device: torch.device,
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    on_batch: Callable[[dict[str, torch.Tensor]], None],
+    evaluate: Callable[[LoopState], float | None],
+    state: LoopState | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> LoopState:
+    """Run optimizer steps until `cfg.total_steps` (or early stop); `evaluate` runs every
+    `eval_every` steps and at the end, returning the validation score (higher is better)
+    or None. In validated mode the best weights are restored before returning."""
+    state = state or LoopState()
+    optimizer = optimizer or make_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    scheduler = scheduler or linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
+    params = [p for p in model.parameters() if p.requires_grad]
+    best_weights: dict[str, torch.Tensor] | None = None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    loss_sum = torch.zeros((), device=device)
+    model.train()
+
+    def check(final: bool) -> bool:
+        nonlocal best_weights, loss_sum
+        state.last_loss = float(loss_sum) / max(1, cfg.grad_accum * (cfg.eval_every or state.step or 1))
+        loss_sum = torch.zeros((), device=device)
+        model.eval()
+        score = evaluate(state)
+        model.train()
+        if score is None or cfg.patience is None:
+            return False
+        if score > state.best_score:
+            state.best_score, state.best_step, state.evals_since_best = score, state.step, 0
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state.evals_since_best += 1
+        return not final and state.evals_since_best >= cfg.patience
+
+    while state.step < cfg.total_steps:
+        batch = next(batches)
+        on_batch(batch)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast:
+            loss = loss_fn(model, batch) / cfg.grad_accum
+        loss.backward()
+        loss_sum += loss.detach()
+        state.micro += 1
+        if state.micro % cfg.grad_accum:
+            continue
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.total_steps:
+            if check(final=False):
+                state.stopped_early = True
+                break
+    if not state.stopped_early:
+        check(final=True)
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    model.eval()
+    return state
