@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tests.helpers import ROOT, run_cli
 from xlt.errors import XltError
@@ -38,7 +39,7 @@ def test_overrides_and_defaults(tmp_path):
 
 def test_spec_is_frozen(tmp_path):
     spec = load_spec(write(tmp_path, MINIMAL))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.train.lr = 1.0  # type: ignore[misc]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,20 @@ from xlt.errors import XltError
 from xlt.models.load import load_qa_model, qa_model_from_config, tiny_config
 from xlt.spec import DataSource, StudySpec
 from xlt.tokenization import load_tokenizer, train_tokenizer
-from xlt.train.loop import LoopConfig, Meter, batch_compute, train_loop
+from xlt.train.loop import (
+    BatchCursor,
+    LoopConfig,
+    LoopState,
+    Meter,
+    Session,
+    batch_compute,
+    capture,
+    linear_schedule,
+    make_optimizer,
+    restore,
+    shard,
+    train_loop,
+)
 
 Report = Callable[[list[dict[str, Any]]], None]
 
@@ -181,7 +193,7 @@ def trial_columns(spec: StudySpec, info: TrialInfo, *, method: str, target_count
 
 
 def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | Path | None = None,
-           device: torch.device | None = None) -> dict[str, Any]:
+           device: torch.device | None = None, session: Session | None = None) -> dict[str, Any]:
     """Fine-tune and evaluate one trial; returns the final scores per eval set."""
     device = device or pick_device()
     if spec.train.threads:
@@ -190,20 +202,25 @@ def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | P
     data = prepare_data(spec)
     tokenizer = build_tokenizer(spec, data.train)
     model = build_model(spec, tokenizer).to(device)
-    meter = Meter(device_kind=device_kind(device), n_devices=1)
+    meter = Meter(device_kind=device_kind(device), n_devices=session.world_size if session else 1)
     base = trial_columns(spec, info, method="finetune", target_count=data.target_count)
     result = finetune_qa(model, tokenizer, spec, data.train, data.evals, report, base, meter, device=device,
-                         stage="qa")
-    if out_dir is not None and spec.train.checkpoint:
+                         stage="qa", session=session)
+    if out_dir is not None and spec.train.checkpoint and (session is None or session.rank == 0):
         save_model(model, tokenizer, Path(out_dir) / "model")
     return result
 
 
 def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                 evals: dict[str, tuple[DataSource, list[Example]]], report: Report, base: dict[str, Any],
-                meter: Meter, *, device: torch.device, stage: str) -> dict[str, Any]:
-    """The QA fine-tuning core, shared by `run_qa` and adaptation step 3."""
+                meter: Meter, *, device: torch.device, stage: str, validation: str | None = None,
+                emit_final: bool = True, session: Session | None = None) -> dict[str, Any]:
+    """The QA fine-tuning core, shared by `run_qa` and adaptation step 3. `validation` names the
+    eval set validated mode watches; `emit_final` adds the trial's final rows (a copy of the kept
+    evaluation, stage "final"). `session`: rank, world size, checkpoints (see loop.Session)."""
     t = spec.train
+    session = session or Session()
+    world = session.world_size
     t0 = time.perf_counter()
     window = dict(max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, max_query_length=t.max_query_length)
     feats = F.build_features(tokenizer, train, train=True, **window)
@@ -211,29 +228,26 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
         EvalSet(name, src.lang, src.metric_mode or spec.metric_mode, ex, F.build_features(tokenizer, ex, train=False, **window))
         for name, (src, ex) in evals.items()
     ]
-    validation = spec.data.validation_set.label
+    validation = validation or spec.data.validation_set.label
     shape = compute.EncoderShape.from_config(model.config.to_dict())
     plan = compute.Plan(embeddings=any(p.requires_grad for p in model.get_input_embeddings().parameters()),
                         layers=(True,) * shape.layers, head=True, head_kind="qa")
     pad_id = tokenizer.pad_token_id or 0
     batches_per_epoch = math.ceil(len(feats) / t.batch_size)
-    total = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / t.grad_accum))
-    eval_every = t.eval_every or max(1, math.ceil(batches_per_epoch / t.grad_accum))
+    total = t.max_steps or max(1, math.ceil(t.epochs * batches_per_epoch / (t.grad_accum * world)))
+    eval_every = t.eval_every or max(1, math.ceil(batches_per_epoch / (t.grad_accum * world)))
     cfg = LoopConfig(total_steps=total, lr=t.lr, warmup=t.warmup, weight_decay=t.weight_decay, grad_accum=t.grad_accum,
                      max_grad_norm=t.max_grad_norm, eval_every=eval_every,
                      patience=t.patience if t.mode == "validated" else None)
-    rng = random.Random(t.seed)
-    epoch_of = {"epoch": 0}
-
-    def batches() -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            for rows in F.length_grouped_batches(feats.lengths, t.batch_size, rng):
-                yield F.collate(feats, rows, pad_id, train=True)
-            epoch_of["epoch"] += 1
+    cursor = BatchCursor(lambda rng: F.length_grouped_batches(feats.lengths, t.batch_size, rng), t.seed)
 
     def on_batch(batch: dict[str, torch.Tensor]) -> None:
         flops, real, padded = batch_compute(shape, plan, batch["attention_mask"], train=True)
         meter.add_train(stage, flops, real, padded, len(batch["input_ids"]))
+
+    def batches() -> Iterator[dict[str, torch.Tensor]]:
+        for rows in shard(cursor, session, lambda rows: on_batch(F.collate(feats, rows, pad_id, train=True))):
+            yield F.collate(feats, rows, pad_id, train=True)
 
     events: list[list[dict[str, Any]]] = []
 
@@ -244,7 +258,7 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                             pad_id=pad_id, device=device, meter=meter, shape=shape, plan=plan)
             s = score(ev, preds)
             rows.append({**base, **meter.snapshot(stage), "stage": stage, "event": len(events), "step": state.step,
-                         "epoch": state.micro / batches_per_epoch, "eval_set": ev.name, "eval_lang": ev.lang,
+                         "epoch": state.micro * world / batches_per_epoch, "eval_set": ev.name, "eval_lang": ev.lang,
                          "metric_mode": s["mode"], "exact_match": s["exact_match"], "f1": s["f1"],
                          "n_examples": s["n"], "train_loss": state.last_loss, "is_best": False, "is_final": False,
                          "time": time.time()})
@@ -255,11 +269,27 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     def loss_fn(m, batch):
         return m(**batch).loss
 
-    state = train_loop(model, batches(), cfg, device=device, loss_fn=loss_fn, on_batch=on_batch, evaluate=evaluate)
+    optimizer = make_optimizer(model, t.lr, t.weight_decay, device)
+    scheduler = linear_schedule(optimizer, total, t.warmup)
+    state = LoopState()
+    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
+    if saved is not None:
+        state = restore(saved, model, optimizer, scheduler, meter)
+        events[:] = saved["events"]
+        cursor.load(saved["cursor"])
+    after_eval = None
+    if session.on_event is not None:
+        def after_eval(st: LoopState) -> None:
+            session.on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, events=events,
+                                             cursor=cursor.state()))
+    state = train_loop(session.wrap(model) if session.wrap else model, batches(), cfg, device=device, loss_fn=loss_fn,
+                       on_batch=on_batch, evaluate=evaluate, state=state, optimizer=optimizer, scheduler=scheduler,
+                       after_eval=after_eval)
     kept = max(range(len(events)), key=lambda i: _val_f1(events[i], validation)) if t.mode == "validated" else len(events) - 1
     final = [{**r, **meter.snapshot(stage), "stage": "final", "event": len(events), "is_best": True, "is_final": True,
               "time": time.time()} for r in events[kept]]
-    report(final)
+    if emit_final:
+        report(final)
     print(f"xlt: {stage}: {state.step} steps in {time.perf_counter() - t0:.1f}s"
           + (f", stopped early at step {state.step} (best step {state.best_step})" if state.stopped_early else ""),
           file=sys.stderr)

@@ -1,0 +1,142 @@
+"""Model surgery for mini-model adaptation (Marchisio et al., 2023).
+
+An encoder body (a transformers base model: BERT, RoBERTa/XLM-R, ELECTRA, DistilBERT) plus
+masked-LM heads at chosen depths. A mini-model is *not* a copy: it is a k-layer body whose
+embeddings module and layers are the primary model's own modules, so training its
+embeddings trains the primary's, and its layers are the primary's bottom k by identity.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from xlt.errors import XltError
+
+
+def layer_list(body: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a base model, wherever its family keeps them."""
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        node = body
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList):
+            return node
+    raise XltError(f"model type {body.config.model_type}: cannot find its transformer layers (not BERT-like)")
+
+
+def set_layer_list(body: nn.Module, layers: list[nn.Module]) -> None:
+    parent = body.encoder if hasattr(body, "encoder") else body.transformer
+    attr = "layer" if hasattr(parent, "layer") else "layers"
+    setattr(parent, attr, nn.ModuleList(layers))
+    n = len(layers)
+    body.config.num_hidden_layers = n
+    if hasattr(body.config, "n_layers"):
+        body.config.n_layers = n
+
+
+def token_embedding(body: nn.Module) -> nn.Embedding:
+    return body.get_input_embeddings()
+
+
+def set_token_embedding(body: nn.Module, weight: torch.Tensor) -> nn.Embedding:
+    emb = nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=None)
+    emb.weight = nn.Parameter(weight)
+    body.set_input_embeddings(emb)
+    body.config.vocab_size = weight.shape[0]
+    return emb
+
+
+class MLMHead(nn.Module):
+    """BERT's LM head: dense + GELU + LayerNorm, then a decoder tied to the token embeddings
+    (passed in at call time, so swapping the vocabulary never leaves a stale copy)."""
+
+    def __init__(self, hidden: int, vocab: int, eps: float = 1e-12):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(F.gelu(self.dense(h))), embedding, self.bias)
+
+
+class MaskedLM(nn.Module):
+    """A body with MLM heads after some of its layers: heads[str(i)] reads the output of layer i
+    (1-based). Loss = the sum of the heads' losses, each computed on masked positions only."""
+
+    def __init__(self, body: nn.Module, heads: dict[int, MLMHead]):
+        super().__init__()
+        self.body = body
+        self.heads = nn.ModuleDict({str(i): h for i, h in heads.items()})
+
+    def forward(self, input_ids, attention_mask, labels, token_type_ids=None) -> torch.Tensor:
+        top = len(layer_list(self.body))
+        need_all = any(int(i) != top for i in self.heads)
+        out = self.body(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_all)
+        masked = labels != -100  # (B, S)
+        target = labels[masked]  # (M,)
+        emb = token_embedding(self.body).weight
+        loss = torch.zeros((), device=input_ids.device)
+        for i, head in self.heads.items():
+            h = out.hidden_states[int(i)] if int(i) != top else out.last_hidden_state  # (B, S, H)
+            loss = loss + F.cross_entropy(head(h[masked], emb), target)  # head on M positions only
+        return loss
+
+
+def new_head(config) -> MLMHead:
+    eps = getattr(config, "layer_norm_eps", 1e-12)
+    head = MLMHead(config.hidden_size, config.vocab_size, eps)
+    std = getattr(config, "initializer_range", 0.02)
+    nn.init.normal_(head.dense.weight, std=std)
+    nn.init.zeros_(head.dense.bias)
+    return head
+
+
+# pretrained MLM head weights, by family: (dense, norm, bias) key prefixes in a *ForMaskedLM state dict
+_HEAD_KEYS = {
+    "bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
+    "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+    "xlm-roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+    "camembert": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+}
+
+
+def pretrained_head(state: dict[str, torch.Tensor], config) -> MLMHead | None:
+    """The checkpoint's own MLM head, if it has one (a sentence encoder like MiniLM does not)."""
+    keys = _HEAD_KEYS.get(config.model_type)
+    if keys is None or f"{keys[0]}.weight" not in state:
+        return None
+    head = new_head(config)
+    dense, norm, bias = keys
+    head.load_state_dict({"dense.weight": state[f"{dense}.weight"], "dense.bias": state[f"{dense}.bias"],
+                          "norm.weight": state[f"{norm}.weight"], "norm.bias": state[f"{norm}.bias"],
+                          "bias": state[bias]})
+    return head
+
+
+def mini_body(primary: nn.Module, k: int, extra_layers: Sequence[nn.Module] = ()) -> nn.Module:
+    """A body of the primary's embeddings and bottom k layers (the same modules, not copies),
+    plus optional extra layers on top (MiniPost's new layer)."""
+    from transformers import AutoModel
+
+    layers = layer_list(primary)
+    if not 1 <= k < len(layers):
+        raise XltError(f"adapt.depth: must be between 1 and {len(layers) - 1} for a {len(layers)}-layer model, got {k}")
+    cfg = copy.deepcopy(primary.config)
+    cfg.num_hidden_layers = k + len(extra_layers)
+    body = AutoModel.from_config(cfg)  # a shell: its own embeddings and layers are replaced below
+    body.embeddings = primary.embeddings
+    set_layer_list(body, [*layers[:k], *extra_layers])
+    return body
+
+
+def freeze(module: nn.Module, trainable: bool = False) -> None:
+    for p in module.parameters():
+        p.requires_grad_(trainable)

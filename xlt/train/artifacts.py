@@ -1,0 +1,67 @@
+"""A content-addressed cache of pipeline artifacts (adaptation steps 1 and 3).
+
+An artifact is a directory named by the hash of everything that produced it. It is built in
+a temporary sibling and renamed into place, so a reader sees a complete artifact or none,
+and two trials racing to build the same one both end up using one complete copy. The root
+can be on shared storage so that every node of a cluster reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xlt
+
+
+def content_key(**parts: Any) -> str:
+    blob = json.dumps({"xlt": xlt.__version__, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def file_fingerprint(paths: list[str]) -> list[tuple[str, int, str]]:
+    """Path, size and a hash of the head of each file: cheap, and changes when the text does."""
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            head = f.read(1 << 20)
+        out.append((str(p), os.path.getsize(p), hashlib.sha256(head).hexdigest()[:16]))
+    return out
+
+
+class ArtifactCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def get(self, kind: str, key: str) -> tuple[Path, dict[str, Any]] | None:
+        p = self.path(kind, key)
+        meta = p / "meta.json"
+        if not meta.exists():
+            return None
+        return p, json.loads(meta.read_text())
+
+    def put(self, kind: str, key: str, write: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+        """`write(tmp_dir)` fills the directory and returns its metadata."""
+        final = self.path(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
+        try:
+            meta = write(tmp)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another trial finished the same artifact first: use theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final, json.loads((final / "meta.json").read_text())
