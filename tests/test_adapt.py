@@ -1,0 +1,152 @@
+"""Invariants of mini-model adaptation, on tiny models (seconds)."""
+
+import pytest
+import torch
+
+from xlt import compute
+from xlt.data import mlm
+from xlt.errors import XltError
+from xlt.models.minimodel import MaskedLM, freeze, layer_list, mini_body, new_head, set_token_embedding
+from xlt.models.load import tiny_config
+from xlt.tokenization import train_tokenizer
+from xlt.train.adapt import Step1, init_embeddings, qa_from_body, step2_model
+from xlt.train.loop import Meter
+
+
+def tiny_body(layers=4, vocab=300, model_type="bert"):
+    from transformers import AutoConfig, AutoModel
+
+    if model_type == "bert":
+        cfg = tiny_config(vocab_size=vocab, layers=layers, hidden=32, heads=2, intermediate=64, max_positions=64)
+    else:
+        cfg = AutoConfig.for_model(model_type, vocab_size=vocab, num_hidden_layers=layers, hidden_size=32,
+                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=66)
+    torch.manual_seed(0)
+    return AutoModel.from_config(cfg)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from xlt.data.synthetic import make_text
+
+    return train_tokenizer(make_text("ru", 300, 0), vocab_size=300)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta"])
+def test_mini_model_is_the_primary_bottom_k(model_type):
+    primary = tiny_body(model_type=model_type)
+    mini = mini_body(primary, 2)
+    assert len(layer_list(mini)) == 2
+    for a, b in zip(layer_list(mini), layer_list(primary)[:2], strict=True):
+        assert a is b  # the same modules, not copies
+    assert mini.embeddings is primary.embeddings
+    ids = torch.randint(5, 300, (2, 10))
+    primary.eval(), mini.eval()
+    out = mini(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    ref = primary(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states[2]
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [0, 4, 7])
+def test_bad_depth(k):
+    with pytest.raises(XltError, match="adapt.depth: must be between 1 and 3"):
+        mini_body(tiny_body(), k)
+
+
+def test_layers_not_found():
+    with pytest.raises(XltError, match="cannot find its transformer layers"):
+        layer_list(_odd_model())
+
+
+def _odd_model():
+    m = torch.nn.Module()
+    m.config = type("C", (), {"model_type": "gpt-odd"})()
+    return m
+
+
+@pytest.mark.parametrize("method", ["base_large", "mini_joint", "mini_post", "base_small"])
+def test_step2_changes_only_the_embeddings(method, tok):
+    k = 2
+    body = tiny_body()
+    heads = torch.nn.ModuleDict({"top": new_head(body.config), "k": new_head(body.config), "post": new_head(body.config)})
+    post = layer_list(tiny_body())[0] if method == "mini_post" else None
+    s1 = Step1(mini_body(body, k) if method == "base_small" else body, heads, post)
+    primary_before = {n: p.detach().clone() for n, p in s1.bundle().named_parameters()}
+    weight = init_embeddings(tok, tok, torch.zeros(10, 32), "random", 0.02, seed=0)
+    emb = set_token_embedding(s1.body, weight)
+    model = step2_model(s1, method, k)
+    freeze(model)
+    freeze(emb, True)
+    rows = mlm.pack(tok, ["один два три четыре пять шесть семь"] * 40, 16)
+    batches = mlm.mlm_batches(rows, tok, batch_size=8, probability=0.3, seed=0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    start = emb.weight.detach().clone()
+    model.train()
+    for _ in range(3):
+        b = next(batches)
+        loss = model(b["input_ids"], b["attention_mask"], b["labels"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert not torch.equal(emb.weight, start)  # the embeddings learned
+    for name, p in s1.bundle().named_parameters():
+        if "word_embeddings" in name or name.endswith(".bias") and name.startswith("heads."):
+            continue
+        assert torch.equal(p, primary_before[name]), name  # every other tensor bit-identical
+
+
+def test_swap_puts_step2_embeddings_into_the_qa_model(tok):
+    body = tiny_body()
+    qa = qa_from_body(body)
+    freeze(qa.base_model.embeddings)
+    emb = set_token_embedding(body, init_embeddings(tok, tok, torch.zeros(1, 32), "random", 0.02, 0))
+    qa.base_model.set_input_embeddings(emb)
+    assert qa.get_input_embeddings().weight is body.get_input_embeddings().weight
+    for name in ("position_embeddings", "LayerNorm"):
+        a = getattr(qa.base_model.embeddings, name).weight
+        assert torch.equal(a, getattr(body.embeddings, name).weight)
+
+
+def test_copy_shared_init_copies_only_shared_tokens(tok):
+    src = train_tokenizer(["один два три", "one two three"] * 50, vocab_size=120)
+    source_weight = torch.randn(len(src), 8)
+    w = init_embeddings(src, tok, source_weight, "copy_shared", 0.02, 0)
+    shared = set(src.get_vocab()) & set(tok.get_vocab())
+    assert "[CLS]" in shared and len(shared) > 5
+    for t in shared:
+        assert torch.equal(w[tok.get_vocab()[t]], source_weight[src.get_vocab()[t]])
+
+
+def test_step2_flops_shrink_with_depth():
+    """Same step-2 tokens: analytical FLOPs and measured time grow with the layers step 2 runs."""
+    import time
+
+    body = tiny_body(layers=6, vocab=2000)
+    head = new_head(body.config)
+    shape_of = lambda m: compute.EncoderShape.from_config(m.body.config.to_dict())  # noqa: E731
+    flops, seconds = {}, {}
+    ids = torch.randint(5, 2000, (16, 64))
+    labels = torch.where(torch.rand(16, 64) < 0.15, ids, torch.full_like(ids, -100))
+    for k in (1, 3, 6):
+        m = MaskedLM(mini_body(body, k) if k < 6 else body, {k: head})
+        freeze(m)
+        freeze(m.body.get_input_embeddings(), True)
+        plan = compute.Plan(embeddings=True, layers=(False,) * k, head=False, head_kind="mlm", head_tied=True)
+        flops[k] = compute.train_step_flops(shape_of(m), 16, 64, plan, mlm_positions=int((labels != -100).sum()))
+        t0 = time.perf_counter()
+        for _ in range(3):
+            m(ids, torch.ones_like(ids), labels).backward()
+        seconds[k] = time.perf_counter() - t0
+    assert flops[1] < flops[3] < flops[6]
+    assert seconds[1] < seconds[6]  # loose: the exact ratios belong to `xlt bench`
+
+
+def test_meter_is_monotone():
+    m = Meter()
+    m.add_train("s", {"flops": 5.0, "flops_real": 4.0}, 10, 12, 2)
+    a = m.snapshot("s")
+    m.add_train("s", {"flops": 5.0, "flops_real": 5.0}, 10, 10, 2)
+    b = m.snapshot("s")
+    assert b["flops_train"] > a["flops_train"] and b["tokens_real"] > a["tokens_real"]
+    assert b["wall_seconds"] >= a["wall_seconds"]
+    assert b["padding_share"] == pytest.approx(1 - 9 / 10)
