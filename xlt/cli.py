@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--lang", required=True)
     s.add_argument("--mode", default="xlt", help="xlt | squad_v1 | mlqa | zh_char")
 
+    s = sub.add_parser("dashboard", help="write the study's offline HTML dashboard from a run directory")
+    s.add_argument("run_dir")
+    s.add_argument("--out", default=None, help="file or directory (default: dashboards/<study>.html)")
+
+    s = sub.add_parser("estimate", help="planned trials and predicted FLOPs / device-hours of a study (no torch)")
+    s.add_argument("study")
+    s.add_argument("overrides", nargs="*", metavar="key.path=value")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     s = sub.add_parser("flops", help="analytical FLOPs of one training step, optionally measured")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="a transformers config.json")
@@ -125,7 +134,25 @@ def _flops(args) -> int:
     return 0
 
 
-_COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "flops": _flops}
+def _dashboard(args) -> int:
+    from xlt.dashboards.page import main_dashboard
+
+    print(main_dashboard(args.run_dir, args.out))
+    return 0
+
+
+def _estimate(args) -> int:
+    from xlt.spec import load_spec
+    from xlt.study.estimate import estimate, format_estimate
+
+    spec = load_spec(args.study, args.overrides)
+    est = estimate(spec)
+    print(json.dumps(est) if args.json else format_estimate(est))
+    return 0
+
+
+_COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "flops": _flops, "dashboard": _dashboard,
+             "estimate": _estimate}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import ROOT, run_cli
+from xlt.spec import load_spec
+from xlt.study.estimate import estimate, planned_trials, trial_cost
+
+
+def test_estimate_quickstart_fast_and_torch_free():
+    t0 = time.perf_counter()
+    code = subprocess.run(
+        [sys.executable, "-c", "import sys, xlt.cli; r = xlt.cli.main(['estimate', 'studies/quickstart.yaml']);"
+         "assert 'torch' not in sys.modules, 'estimate imported torch'; sys.exit(r)"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    assert time.perf_counter() - t0 < 2.0 + 3.0  # < 2 s target, with slack for a loaded CI machine
+    assert "total:" in code.stdout and "cpu-hours" in code.stdout
+
+
+def test_grid_plans_every_point_times_seeds(tmp_path):
+    spec = load_spec(ROOT / "studies/minimodel_quickstart.yaml", ["search.seeds=[0,1]"])
+    trials = planned_trials(spec)
+    assert len(trials) == 4 * 2 * 2
+    assert {t["train.seed"] for t in trials} == {0, 1}
+
+
+def test_estimate_scales_with_steps():
+    spec = load_spec(ROOT / "studies/quickstart.yaml")
+    more = load_spec(ROOT / "studies/quickstart.yaml", ["train.epochs=6"])
+    a, b = estimate(spec), estimate(more)
+    assert b["flops_train"] == pytest.approx(2 * a["flops_train"], rel=0.02)
+
+
+def test_adapt_step2_cost_grows_with_depth():
+    costs = {}
+    for method, k in [("mini_joint", 1), ("mini_joint", 3), ("base_large", 1)]:
+        spec = load_spec(ROOT / "studies/minimodel_quickstart.yaml", [f"adapt.method={method}", f"adapt.depth={k}"])
+        costs[(method, k)] = trial_cost(spec)["stages"]["step2"]
+    assert costs[("mini_joint", 1)] < costs[("mini_joint", 3)] < costs[("base_large", 1)]
+
+
+def test_unknown_hub_size_is_a_clear_error(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: h\nmodel: {name: bert-base-cased}\ndata:\n  english: {hub: some/unknown}\n"
+                 "  eval: [{hub: squad, split: validation}]\n", encoding="utf-8")
+    code, _, err = run_cli("estimate", str(p))
+    assert code == 2 and "size of hub dataset some/unknown:train unknown offline" in err

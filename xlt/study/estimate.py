@@ -1,0 +1,236 @@
+"""Price a study before launching it: planned trials, training/evaluation FLOPs, device-hours.
+
+Torch-free and offline: model shapes come from a local config.json, a tiny spec, or a table
+of well-known hub models; data sizes from local files, generated data, or a table of
+well-known hub datasets. Token counts are estimated from text (words x 1.3, one token per
+CJK character), so figures are estimates, typically within tens of percent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlt import compute
+from xlt.errors import XltError
+from xlt.spec import DataSource, StudySpec, trial_spec
+
+# device kind -> sustained training FLOP/s (about 35-40% of an A100's 312 TFLOP/s bf16 peak for
+# GPUs; a measured figure for 2 CPU cores). A study can set its own in `throughput`.
+DEFAULT_THROUGHPUT = {"gpu": 1.1e14, "cpu": 2.0e10}
+
+_BERT = {"model_type": "bert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
+         "intermediate_size": 3072, "max_position_embeddings": 512}
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "bert-base-multilingual-cased": {**_BERT, "vocab_size": 119547},
+    "google-bert/bert-base-multilingual-cased": {**_BERT, "vocab_size": 119547},
+    "bert-base-cased": {**_BERT, "vocab_size": 28996},
+    "bert-base-uncased": {**_BERT, "vocab_size": 30522},
+    "DeepPavlov/rubert-base-cased": {**_BERT, "vocab_size": 119547},
+    "bert-base-chinese": {**_BERT, "vocab_size": 21128},
+    "roberta-base": {**_BERT, "model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514},
+    "xlm-roberta-base": {**_BERT, "model_type": "xlm-roberta", "vocab_size": 250002, "max_position_embeddings": 514},
+}
+
+# hub dataset -> (questions per split, mean question+context tokens); public dataset cards
+KNOWN_DATASETS: dict[str, tuple[dict[str, int], float]] = {
+    "squad": ({"train": 87599, "validation": 10570}, 160.0),
+    "rajpurkar/squad": ({"train": 87599, "validation": 10570}, 160.0),
+    "sberquad": ({"train": 45328, "validation": 5036, "test": 23936}, 140.0),
+    "kuznetsoffandrey/sberquad": ({"train": 45328, "validation": 5036, "test": 23936}, 140.0),
+    "drcd": ({"train": 26936, "validation": 3524, "test": 3493}, 460.0),
+    "xquad": ({"validation": 1190}, 170.0),
+}
+
+
+def _count_tokens(text: str) -> float:
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
+    return len(text.split()) * 1.3 + cjk
+
+
+@dataclass
+class DataSize:
+    questions: int
+    mean_tokens: float  # question + context, before windowing
+
+
+def data_size(src: DataSource, spec: StudySpec) -> DataSize:
+    if src.synthetic is not None:
+        from xlt.data.synthetic import make_squad
+
+        tree = make_squad(src.lang, min(src.synthetic.n, 300), src.synthetic.seed, src.synthetic.split)
+        qas = [(p["context"], q["question"]) for a in tree["data"] for p in a["paragraphs"] for q in p["qas"]]
+        n = src.synthetic.n
+    elif src.path is not None:
+        path = spec.resolve_path(src.path)
+        if not path.is_file():
+            raise XltError(f"{src.label}: {path}: no such file")
+        tree = json.loads(path.read_text(encoding="utf-8"))
+        qas = [(p["context"], q["question"]) for a in tree["data"] for p in a["paragraphs"] for q in p["qas"]]
+        n = len(qas)
+    else:
+        known = KNOWN_DATASETS.get(src.hub or "")
+        if known is None or src.split not in known[0]:
+            raise XltError(f"{src.label}: size of hub dataset {src.hub}:{src.split} unknown offline; "
+                           f"set max_questions on it to estimate")
+        n = known[0][src.split]
+        size = DataSize(min(n, src.max_questions or n), known[1])
+        return size
+    mean = sum(_count_tokens(c) + _count_tokens(q) for c, q in qas) / max(1, len(qas))
+    return DataSize(min(n, src.max_questions or n), mean)
+
+
+def model_config(spec: StudySpec) -> dict[str, Any]:
+    m = spec.model
+    if m.tiny is not None:
+        t = m.tiny
+        return {"model_type": "bert", "num_hidden_layers": t.layers, "hidden_size": t.hidden,
+                "num_attention_heads": t.heads, "intermediate_size": t.intermediate,
+                "vocab_size": t.vocab_size, "max_position_embeddings": t.max_positions}
+    name = m.name or ""
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name]
+    path = Path(name)
+    if name.startswith("pkg:"):
+        module, _, sub = name[4:].partition("/")
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            raise XltError(f"model {name}: package '{module}' is not installed")
+        path = Path(next(iter(found.submodule_search_locations))) / sub
+    if (path / "config.json").is_file():
+        return json.loads((path / "config.json").read_text())
+    raise XltError(f"model {name}: shape unknown offline (not a local path and not in xlt's table of hub models)")
+
+
+def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, Any]]:
+    """The trials a study will run: every grid point x seed, or `num_samples` draws (the seed
+    points first) for samplers, drawn here uniformly as a stand-in for what TPE will pick."""
+    s = spec.search
+    if s.algorithm == "grid":
+        keys = list(s.space)
+        values = [list(p.choice) if p.choice is not None else _corners(p) for p in s.space.values()]
+        grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)] or [{}]
+        trials = [{**g, "train.seed": seed} for g in grid for seed in s.seeds]
+    else:
+        rng = random.Random(0)
+        trials = [dict(p) for p in s.points][: s.num_samples]
+        while len(trials) < s.num_samples:
+            trials.append({k: _draw(p, rng) for k, p in s.space.items()})
+    if len(trials) > max_trials:
+        raise XltError(f"search: {len(trials)} trials planned; more than {max_trials}")
+    return trials
+
+
+def _corners(p) -> list[Any]:
+    lo_hi = p.range or p.log_range or p.int_range
+    return list(lo_hi)
+
+
+def _draw(p, rng: random.Random) -> Any:
+    if p.choice is not None:
+        return rng.choice(list(p.choice))
+    if p.int_range is not None:
+        return rng.randint(*p.int_range)
+    if p.log_range is not None:
+        lo, hi = p.log_range
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    return rng.uniform(*p.range)
+
+
+def _qa_flops(spec: StudySpec, shape: compute.EncoderShape, train_q: int, mean_tokens: float,
+              evals: list[DataSize], embeddings_trainable: bool = True) -> tuple[float, float, int]:
+    t = spec.train
+    seq = min(t.max_seq_length, max(16, round(mean_tokens)))
+    stride_step = t.max_seq_length - t.doc_stride
+    windows = 1 + max(0, math.ceil((mean_tokens - t.max_seq_length) / stride_step))
+    examples = train_q * windows
+    steps_per_epoch = math.ceil(examples / t.batch_size)
+    steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch / t.grad_accum)
+    plan = compute.Plan(embeddings=embeddings_trainable, layers=(True,) * shape.layers, head=True, head_kind="qa")
+    train = steps * t.grad_accum * compute.train_step_flops(shape, t.batch_size, seq, plan)
+    n_evals = math.ceil(steps / (t.eval_every or max(1, steps_per_epoch // t.grad_accum))) + 1
+    per_eval = sum(compute.forward_flops(shape, e.questions * windows, min(t.max_seq_length, round(e.mean_tokens)), plan)
+                   for e in evals)
+    return train, per_eval * n_evals, steps
+
+
+def _mlm_flops(shape: compute.EncoderShape, layers: tuple[bool, ...], step, *, embeddings: bool, head: bool,
+               extra=()) -> float:
+    plan = compute.Plan(embeddings=embeddings, layers=layers, head=head, head_kind="mlm", head_tied=True,
+                        extra_heads=extra)
+    masked = round(0.15 * step.batch_size * step.max_seq_length)
+    return step.steps * compute.train_step_flops(shape, step.batch_size, step.max_seq_length, plan, mlm_positions=masked)
+
+
+def trial_cost(spec: StudySpec) -> dict[str, Any]:
+    cfg = model_config(spec)
+    shape = compute.EncoderShape.from_config(cfg)
+    d = spec.data
+    evals = [data_size(e, spec) for e in d.eval]
+    train_q, tokens = 0, 0.0
+    if d.target is not None:
+        size = data_size(d.target, spec)
+        n = d.target_count if d.target_count is not None else round((d.target_fraction or 1.0) * size.questions)
+        train_q += min(n, size.questions)
+        tokens += min(n, size.questions) * size.mean_tokens
+    if d.english is not None and (d.with_english or d.target is None):
+        size = data_size(d.english, spec)
+        train_q += size.questions
+        tokens += size.questions * size.mean_tokens
+    mean = tokens / max(1, train_q)
+    if spec.task == "qa":
+        train, evals_flops, steps = _qa_flops(spec, shape, train_q, mean, evals)
+        return {"flops_train": train, "flops_eval": evals_flops, "steps": steps, "stages": {"qa": train}}
+    a = spec.adapt
+    assert a is not None
+    n, k = shape.layers, a.depth
+    if not 1 <= k < n:
+        raise XltError(f"adapt.depth: must be between 1 and {n - 1} for a {n}-layer model, got {k}")
+    small = compute.EncoderShape(**{**vars(shape), "layers": k}) if a.method == "base_small" else shape
+    step1 = {
+        "base_large": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True) if spec.model.tiny else 0.0,
+        "mini_joint": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True, extra=((k, "mlm"),)),
+        "mini_post": _mlm_flops(compute.EncoderShape(**{**vars(shape), "layers": k + 1}), (False,) * k + (True,),
+                                a.step1, embeddings=False, head=True),
+        "base_small": _mlm_flops(small, (True,) * k, a.step1, embeddings=True, head=True),
+    }[a.method]
+    run = {"base_large": n, "mini_joint": k, "mini_post": k + 1, "base_small": k}[a.method]
+    vocab_shape = compute.EncoderShape(**{**vars(shape), "layers": run, "vocab": a.vocab_size})
+    step2 = _mlm_flops(vocab_shape, (False,) * run, a.step2, embeddings=True, head=False)
+    step3, evals_flops, _ = _qa_flops(spec, small, train_q, mean, evals, embeddings_trainable=False)
+    return {"flops_train": step1 + step2 + step3, "flops_eval": evals_flops,
+            "stages": {"step1": step1, "step2": step2, "step3": step3}}
+
+
+def estimate(spec: StudySpec) -> dict[str, Any]:
+    kind = "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
+    throughput = spec.throughput.get(kind, DEFAULT_THROUGHPUT[kind])
+    rows = []
+    for params in planned_trials(spec):
+        cost = trial_cost(trial_spec(spec, params))
+        hours = (cost["flops_train"] + cost["flops_eval"] / 3) / throughput / 3600  # inference runs ~3x faster
+        rows.append({"params": params, **cost, "device_hours": hours})
+    total = sum(r["flops_train"] for r in rows)
+    return {"study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": throughput,
+            "trials": rows, "n_trials": len(rows), "flops_train": total,
+            "flops_eval": sum(r["flops_eval"] for r in rows), "device_hours": sum(r["device_hours"] for r in rows)}
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    lines = [f"study {est['study']}: {est['n_trials']} trials on {est['device_kind']} "
+             f"(throughput {est['throughput_flops_per_s']:.2g} FLOP/s; set `throughput` in the study to change)"]
+    for i, r in enumerate(est["trials"][:50]):
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        lines.append(f"  trial {i:>3}  {r['flops_train']:9.3g} train FLOPs  {r['device_hours']:8.3g} "
+                     f"{est['device_kind']}-hours  {params}")
+    if est["n_trials"] > 50:
+        lines.append(f"  ... {est['n_trials'] - 50} more")
+    lines.append(f"total: {est['flops_train']:.3g} training FLOPs, {est['flops_eval']:.3g} evaluation FLOPs, "
+                 f"{est['device_hours']:.3g} {est['device_kind']}-hours")
+    return "\n".join(lines)
