@@ -171,7 +171,8 @@ class AdaptSpec(_Strict):
     depth: int = Field(4, ge=1)  # k: layers in the mini-model
     target_lang: str = "ru"
     source_text: tuple[str, ...] = ()  # English text files (step 1)
-    target_text: tuple[str, ...] = ()  # target-language text files (step 2)
+    target_text: tuple[str, ...] = ()  # target-language text files (step 2); "{lang}" and globs allowed
+    target_text_fraction: float = Field(1.0, gt=0, le=1)  # share of the target lines step 2 may use
     synthetic_lines: int | None = Field(None, ge=1)  # generate text instead of reading files
     vocab_size: int = Field(4000, ge=100)
     tokenizer_kind: Literal["wordpiece", "unigram"] = "wordpiece"

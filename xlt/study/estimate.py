@@ -21,9 +21,11 @@ from xlt import compute
 from xlt.errors import XltError
 from xlt.spec import DataSource, StudySpec, trial_spec
 
-# device kind -> sustained training FLOP/s (about 35-40% of an A100's 312 TFLOP/s bf16 peak for
-# GPUs; a measured figure for 2 CPU cores). A study can set its own in `throughput`.
-DEFAULT_THROUGHPUT = {"gpu": 1.1e14, "cpu": 2.0e10}
+# device kind -> sustained FLOP/s of a whole trial (training, evaluation, data loading). These are
+# assumptions, not measurements: for GPUs ~16% of an A100's 312 TFLOP/s bf16 peak, what BERT-base
+# SQuAD fine-tuning typically sustains end to end; for CPUs, 2 cores. A study sets its own in
+# `throughput` (e.g. from `xlt bench` on its hardware).
+DEFAULT_THROUGHPUT = {"gpu": 5.0e13, "cpu": 1.0e10}
 
 _BERT = {"model_type": "bert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
          "intermediate_size": 3072, "max_position_embeddings": 512}
@@ -109,14 +111,12 @@ def model_config(spec: StudySpec) -> dict[str, Any]:
 
 
 def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, Any]]:
-    """The trials a study will run: every grid point x seed, or `num_samples` draws (the seed
-    points first) for samplers, drawn here uniformly as a stand-in for what TPE will pick."""
+    """The trials a study will run. Grid: the listed points, then every combination of the space's
+    values, each once per seed; a point's keys override the combination's. Samplers: the points,
+    then `num_samples` draws in all, here uniform as a stand-in for what TPE or NSGA-II will pick."""
     s = spec.search
     if s.algorithm == "grid":
-        keys = list(s.space)
-        values = [list(p.choice) if p.choice is not None else _corners(p) for p in s.space.values()]
-        grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)] or [{}]
-        trials = [{**g, "train.seed": seed} for g in grid for seed in s.seeds]
+        trials = [{**g, "train.seed": seed} for g in grid_points(spec) for seed in s.seeds]
     else:
         rng = random.Random(0)
         trials = [dict(p) for p in s.points][: s.num_samples]
@@ -125,6 +125,34 @@ def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, 
     if len(trials) > max_trials:
         raise XltError(f"search: {len(trials)} trials planned; more than {max_trials}")
     return trials
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """Grid mode's points (without seeds): `search.points` first, then the space's product."""
+    s = spec.search
+    keys = list(s.space)
+    values = [list(p.choice) if p.choice is not None else _corners(p) for p in s.space.values()]
+    product = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)] if keys else []
+    points = [dict(p) for p in s.points]
+    if points and product:  # a point fixes some keys; it runs at every combination of the others
+        points = [{**combo, **p} for p in points for combo in _product_without(s, set(p))]
+    return _unique(points + product) or [{}]
+
+
+def _product_without(s, fixed: set[str]) -> list[dict[str, Any]]:
+    keys = [k for k in s.space if k not in fixed]
+    values = [list(s.space[k].choice) if s.space[k].choice is not None else _corners(s.space[k]) for k in keys]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _unique(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for p in points:
+        key = json.dumps(p, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
 def _corners(p) -> list[Any]:

@@ -19,6 +19,8 @@ step 2 so that each step-2 evaluation can score the current embeddings downstrea
 from __future__ import annotations
 
 import copy
+import glob
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -78,16 +80,35 @@ class Step1:
         return nn.ModuleDict(parts)
 
 
-def _lines(spec: StudySpec, files: tuple[str, ...], lang: str, seed: int) -> list[str]:
+def text_files(spec: StudySpec, patterns: tuple[str, ...], lang: str) -> list[str]:
+    """Paths from patterns with `{lang}` and shell globs (`${XLT_DATA_DIR}/text/{lang}/*.txt`)."""
+    files: list[str] = []
+    for pattern in patterns:
+        path = str(spec.resolve_path(pattern.replace("{lang}", lang)))
+        matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+        if not matches:
+            raise XltError(f"adapt text {pattern}: no file matches {path}")
+        files += matches
+    return files
+
+
+def _lines(spec: StudySpec, patterns: tuple[str, ...], lang: str, seed: int, fraction: float = 1.0) -> list[str]:
     a = spec.adapt
     assert a is not None
-    if files:
-        return mlm.read_lines([spec.resolve_path(f) for f in files])
-    if a.synthetic_lines:
+    if patterns:
+        lines = mlm.read_lines(text_files(spec, patterns, lang))
+    elif a.synthetic_lines:
         from xlt.data.synthetic import make_text
 
-        return make_text(lang, a.synthetic_lines, seed)
-    raise XltError(f"adapt.{'source' if lang == 'en' else 'target'}_text: no text files given (or set adapt.synthetic_lines)")
+        lines = make_text(lang, a.synthetic_lines, seed)
+    else:
+        raise XltError(f"adapt.{'source' if lang == 'en' else 'target'}_text: no text files given "
+                       "(or set adapt.synthetic_lines)")
+    if fraction < 1.0:  # nested: a smaller fraction keeps a prefix of the same seeded order
+        order = list(range(len(lines)))
+        random.Random(seed).shuffle(order)
+        lines = [lines[i] for i in sorted(order[: max(1, round(fraction * len(lines)))])]
+    return lines
 
 
 # ---------------------------------------------------------------- MLM training with metering
@@ -260,7 +281,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     if not target_evals:
         raise XltError(f"data.eval: no evaluation set in the target language '{a.target_lang}'")
     source_lines = _lines(spec, a.source_text, "en", t.seed)
-    target_lines = _lines(spec, a.target_text, a.target_lang, t.seed + 1)
+    target_lines = _lines(spec, a.target_text, a.target_lang, t.seed + 1, a.target_text_fraction)
 
     # source tokenizer: the model's own, or (tiny models) trained on the English text and QA data
     if spec.model.name:
@@ -269,7 +290,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
         texts = source_lines + list({e.context for e in data.train}) + [e.question for e in data.train]
         source_tok = train_tokenizer(texts, spec.model.tiny.vocab_size)  # type: ignore[union-attr]
 
-    text_id = file_fingerprint([str(spec.resolve_path(f)) for f in a.source_text]) or ("synthetic", a.synthetic_lines)
+    text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
     key1 = content_key(kind="step1", model=spec.model.model_dump(mode="json"), method=a.method,
                        depth=a.depth if a.method != "base_large" else None, step1=a.step1.model_dump(),
                        text=text_id, seed=t.seed, mlm=a.mlm_probability, dropout=t.dropout)
