@@ -118,27 +118,35 @@ def test_copy_shared_init_copies_only_shared_tokens(tok):
 
 
 def test_step2_flops_shrink_with_depth():
-    """Same step-2 tokens: analytical FLOPs and measured time grow with the layers step 2 runs."""
+    """Same step-2 tokens: analytical FLOPs and measured time grow with the layers step 2 runs.
+    Time is the minimum over interleaved repeats after a warm-up, so a busy machine does not
+    decide it; the exact ratios belong to `xlt bench`."""
     import time
 
     body = tiny_body(layers=6, vocab=2000)
     head = new_head(body.config)
-    shape_of = lambda m: compute.EncoderShape.from_config(m.body.config.to_dict())  # noqa: E731
-    flops, seconds = {}, {}
     ids = torch.randint(5, 2000, (16, 64))
     labels = torch.where(torch.rand(16, 64) < 0.15, ids, torch.full_like(ids, -100))
+    models, flops = {}, {}
     for k in (1, 3, 6):
         m = MaskedLM(mini_body(body, k) if k < 6 else body, {k: head})
         freeze(m)
         freeze(m.body.get_input_embeddings(), True)
+        models[k] = m
         plan = compute.Plan(embeddings=True, layers=(False,) * k, head=False, head_kind="mlm", head_tied=True)
-        flops[k] = compute.train_step_flops(shape_of(m), 16, 64, plan, mlm_positions=int((labels != -100).sum()))
-        t0 = time.perf_counter()
-        for _ in range(3):
+        shape = compute.EncoderShape.from_config(m.body.config.to_dict())
+        flops[k] = compute.train_step_flops(shape, 16, 64, plan, mlm_positions=int((labels != -100).sum()))
+    seconds = {k: float("inf") for k in models}
+    for rep in range(4):
+        for k, m in models.items():
+            t0 = time.perf_counter()
             m(ids, torch.ones_like(ids), labels).backward()
-        seconds[k] = time.perf_counter() - t0
+            if rep:  # the first round warms up allocators and kernels
+                seconds[k] = min(seconds[k], time.perf_counter() - t0)
     assert flops[1] < flops[3] < flops[6]
-    assert seconds[1] < seconds[6]  # loose: the exact ratios belong to `xlt bench`
+    assert seconds[1] < seconds[6]
+    # roughly as the compute model says: the measured ratio is within 3x of the analytical one
+    assert 1 / 3 < (seconds[6] / seconds[1]) / (flops[6] / flops[1]) < 3
 
 
 def test_meter_is_monotone():
