@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture
 def data_dir() -> Path:
     """The shared real data (../shared/data); tests that need it skip without it."""

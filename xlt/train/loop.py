@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,6 +93,87 @@ class LoopState:
     best_step: int = 0
     evals_since_best: int = 0
     stopped_early: bool = False
+    finished: bool = False  # the last evaluation has run: a state restored from a checkpoint resumes after it
+    best_weights: dict[str, torch.Tensor] | None = None  # validated mode; part of the state so a checkpoint keeps it
+
+
+@dataclass
+class Session:
+    """How a pipeline runs when a launcher hosts it (xlt.train.worker under Ray Train); the default
+    is one process without checkpoints. Plain values and callables, so pipelines stay launcher-free.
+
+    Every rank runs the whole pipeline (the same evaluations, so early-stopping decisions agree
+    without a collective) and trains on every `world_size`-th batch of one global batch order."""
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # the module to train through (e.g. DDP)
+    resume: dict[str, Any] | None = None  # the state `on_event` last saved, when restarting from a checkpoint
+    # called after each evaluation, once the loop state is updated, with a getter of the state to save
+    on_event: Callable[[Callable[[], dict[str, Any]]], None] | None = None
+
+
+class BatchCursor:
+    """One global, resumable order of training batches: epoch e is `order(rng)` with the rng as it
+    stood when e began, so a position (epoch, index, rng state) can be saved and resumed."""
+
+    def __init__(self, order: Callable[[random.Random], list[Any]], seed: int):
+        self.order, self.rng = order, random.Random(seed)
+        self.epoch, self.index, self.rng_state = 0, 0, self.rng.getstate()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            self.rng.setstate(self.rng_state)
+            items = self.order(self.rng)
+            while self.index < len(items):
+                self.index += 1
+                yield items[self.index - 1]
+            self.epoch, self.index, self.rng_state = self.epoch + 1, 0, self.rng.getstate()
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index, "rng_state": self.rng_state}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.epoch, self.index = saved["epoch"], saved["index"]
+        self.rng_state = _as_tuples(saved["rng_state"])
+
+
+def _as_tuples(x: Any) -> Any:
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def shard(items: Iterator[Any], session: Session, skipped: Callable[[Any], None]) -> Iterator[Any]:
+    """This rank's share of a global order: every world_size-th item; `skipped` sees the other
+    ranks' items (so the meter counts the whole job's training)."""
+    items = iter(items)
+    while True:
+        group = [next(items) for _ in range(session.world_size)]
+        for rank, item in enumerate(group):
+            if rank != session.rank:
+                skipped(item)
+        yield group[session.rank]
+
+
+def capture(stage: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: LoopState,
+            meter: Meter, **extra: Any) -> dict[str, Any]:
+    """Everything a stage needs to resume after an evaluation (tensors and plain values only, so it
+    loads with `torch.load(weights_only=True)`)."""
+    m = {k: v for k, v in vars(meter).items() if k != "started"}
+    return {"stage": stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "loop": dict(vars(state)), "meter": m,
+            "wall": time.perf_counter() - meter.started, "torch_rng": torch.get_rng_state(), **extra}
+
+
+def restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            meter: Meter) -> LoopState:
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    for k, v in saved["meter"].items():
+        setattr(meter, k, v)
+    meter.started = time.perf_counter() - saved["wall"]  # wall time goes on from the checkpoint
+    torch.set_rng_state(saved["torch_rng"])
+    return LoopState(**saved["loop"])
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
@@ -129,36 +211,43 @@ def train_loop(
     state: LoopState | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
+    after_eval: Callable[[LoopState], None] | None = None,
 ) -> LoopState:
     """Run optimizer steps until `cfg.total_steps` (or early stop); `evaluate` runs every
     `eval_every` steps and at the end, returning the validation score (higher is better)
-    or None. In validated mode the best weights are restored before returning."""
+    or None. In validated mode the best weights are restored before returning. `after_eval` runs
+    after each evaluation once the state is updated (a checkpoint taken there resumes exactly);
+    a `state` that is `finished` (restored after the last evaluation) trains no further."""
     state = state or LoopState()
     optimizer = optimizer or make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = scheduler or linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
     params = [p for p in model.parameters() if p.requires_grad]
-    best_weights: dict[str, torch.Tensor] | None = None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     loss_sum = torch.zeros((), device=device)
     model.train()
 
     def check(final: bool) -> bool:
-        nonlocal best_weights, loss_sum
+        nonlocal loss_sum
         state.last_loss = float(loss_sum) / max(1, cfg.grad_accum * (cfg.eval_every or state.step or 1))
         loss_sum = torch.zeros((), device=device)
         model.eval()
         score = evaluate(state)
         model.train()
-        if score is None or cfg.patience is None:
-            return False
-        if score > state.best_score:
-            state.best_score, state.best_step, state.evals_since_best = score, state.step, 0
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            state.evals_since_best += 1
-        return not final and state.evals_since_best >= cfg.patience
+        stop = False
+        if score is not None and cfg.patience is not None:
+            if score > state.best_score:
+                state.best_score, state.best_step, state.evals_since_best = score, state.step, 0
+                state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state.evals_since_best += 1
+            stop = not final and state.evals_since_best >= cfg.patience
+        state.stopped_early = stop
+        state.finished = final or stop
+        if after_eval is not None:
+            after_eval(state)
+        return stop
 
-    while state.step < cfg.total_steps:
+    while not state.finished and state.step < cfg.total_steps:
         batch = next(batches)
         on_batch(batch)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -176,11 +265,10 @@ def train_loop(
         state.step += 1
         if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.total_steps:
             if check(final=False):
-                state.stopped_early = True
                 break
-    if not state.stopped_early:
+    if not state.finished:
         check(final=True)
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
     model.eval()
     return state
