@@ -99,16 +99,19 @@ def append_rows(run_dir: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of the log; a torn last line (crash mid-write) is ignored."""
+    """Rows of the log; a torn line (crash mid-write, maybe inside a UTF-8 character) or any other
+    line that is not a JSON object is ignored."""
     path = Path(run_dir) / ROWS_LOG
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
@@ -150,7 +153,10 @@ def read_table(path: str | Path):  # -> pandas.DataFrame
     path = Path(path)
     if path.is_dir():
         if not (path / TABLE).exists() and (path / ROWS_LOG).exists():
-            write_table(path)
+            try:
+                write_table(path)
+            except (ValueError, TypeError, pa.ArrowException) as e:  # rows of another schema or types
+                raise XltError(f"{path / ROWS_LOG}: cannot build the results table ({str(e).splitlines()[0]})") from None
         path = path / TABLE
     if not path.exists():
         raise XltError(f"{path}: no results table (has the study run?)")

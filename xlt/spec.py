@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xlt.errors import XltError
 
@@ -26,8 +26,29 @@ METRIC_MODES = ("xlt", "squad_v1", "mlqa", "zh_char")
 MetricMode = Literal["xlt", "squad_v1", "mlqa", "zh_char"]
 
 
+_INT_MAX = 2**63 - 1  # what torch, numpy and parquet can hold
+
+
+def _too_big(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > _INT_MAX
+    if isinstance(value, tuple | list):
+        return any(_too_big(v) for v in value)
+    if isinstance(value, dict):
+        return any(_too_big(v) for v in value.values())
+    return False
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan (e.g. `lr: 1e400`) are not numbers a study can mean
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _fits_64_bits(cls, value: Any) -> Any:
+        if _too_big(value):
+            raise ValueError(f"integer too large (more than {_INT_MAX})")
+        return value
 
 
 class TinyModel(_Strict):
@@ -345,6 +366,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         tree = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise XltError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise XltError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -352,9 +375,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise XltError(f"{path}: invalid YAML{where}: {problem}") from None
     if tree is None:
         raise XltError(f"{path}: empty study file")
+    if _expanded_size(tree, {}) > _MAX_VALUES:
+        raise XltError(f"{path}: expands to more than {_MAX_VALUES:,} values"
+                       " (an alias inside itself, or aliases repeating aliases)")
     if not isinstance(tree, dict):
         raise XltError(f"{path}: a study must be a mapping of keys, got {type(tree).__name__}")
     return tree
+
+
+_MAX_VALUES = 1_000_000  # a study is a page of settings; YAML aliases can multiply it exponentially
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """How many values `node` holds with every alias expanded (shared nodes are counted once
+    per use but visited once, so this is linear in the file even when the expansion is not)."""
+    if not isinstance(node, dict | list):
+        return 1
+    if id(node) not in memo:
+        memo[id(node)] = _MAX_VALUES + 1  # a cycle (`&a [*a]`) counts as too big
+        children = node.values() if isinstance(node, dict) else node
+        memo[id(node)] = min(_MAX_VALUES + 1, 1 + sum(_expanded_size(c, memo) for c in children))
+    return memo[id(node)]
 
 
 def spec_from_dict(tree: dict[str, Any], origin: str = "<spec>") -> StudySpec:

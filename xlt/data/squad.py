@@ -126,12 +126,17 @@ def read_squad_file(path: str | Path, lang: str, *, require_answers: bool = True
     p = Path(path)
     if not p.is_file():
         raise XltError(f"{path}: no such file")
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise XltError(f"{path}: empty file (expected SQuAD JSON)")
     try:
-        tree = json.loads(p.read_bytes().decode("utf-8"))
+        tree = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise XltError(f"{path}: not UTF-8 (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise XltError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise XltError(f"{path}: invalid JSON: nested too deeply") from None
     return parse_squad(tree, str(path), lang, require_answers=require_answers)
 
 
@@ -154,7 +159,7 @@ def read_hub(name: str, config: str | None, split: str, lang: str) -> tuple[list
 
 
 def log_report(report: LoadReport) -> None:
-    print(f"xlt: data {report.line()}", file=sys.stderr)
+    print(f"xlt: warning: data {report.line()}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- subsampling, mixing, leaks
