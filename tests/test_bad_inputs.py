@@ -136,8 +136,6 @@ def test_torn_log_line_is_skipped_not_fatal(in_corpus):
     assert [r["study"] for r in rows] == ["x"]
 
 
-@pytest.mark.xfail(strict=True, reason="xlt/train/trial.py run_trial_local deletes rows.jsonl and rewrites "
-                   "spec.json in --out before the data is loaded")
 def test_bad_trial_input_loses_nothing_in_an_existing_run_dir(in_corpus, tmp_path):
     from tests.helpers import run_cli
 

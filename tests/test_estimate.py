@@ -28,8 +28,8 @@ def test_grid_plans_every_point_times_seeds(tmp_path):
 
 
 def test_estimate_scales_with_steps():
-    spec = load_spec(ROOT / "studies/quickstart.yaml")
-    more = load_spec(ROOT / "studies/quickstart.yaml", ["train.epochs=6"])
+    spec = load_spec(ROOT / "studies/quickstart.yaml", ["train.epochs=5"])
+    more = load_spec(ROOT / "studies/quickstart.yaml", ["train.epochs=10"])
     a, b = estimate(spec), estimate(more)
     assert b["flops_train"] == pytest.approx(2 * a["flops_train"], rel=0.02)
 

@@ -42,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="key.path=value")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+    s = sub.add_parser("run", help="run a study on Ray (embedded local Ray, or --address) into a run directory")
+    s.add_argument("study")
+    s.add_argument("overrides", nargs="*", metavar="key.path=value")
+    s.add_argument("--out", default=None, help="run directory (default: runs/<study>); on a cluster, shared storage")
+    s.add_argument("--address", default=None, help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    s.add_argument("--resume", action="store_true", help="continue the study in --out after an interruption")
+    s.add_argument("--driver-resource", default=None, metavar="NAME[=AMOUNT]",
+                   help="custom resource each trial driver needs (keeps drivers on nodes that advertise it)")
+    s.add_argument("--wait-resources", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for an autoscaling cluster to fit one trial")
+
+    s = sub.add_parser("status", help="trials, best result, compute and overhead of a run directory (no Ray)")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     s = sub.add_parser("flops", help="analytical FLOPs of one training step, optionally measured")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="a transformers config.json")
@@ -51,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--trainable", default="all", help="all | embeddings | none | head | top:N | bottom:N")
     s.add_argument("--head", default="qa", choices=["qa", "mlm", "none"])
     s.add_argument("--measure", action="store_true", help="also run one step under torch's FlopCounterMode")
+
+    s = sub.add_parser("bench", help="xlt vs Hugging Face training/evaluation speed, MFU, Ray overhead, step-2 speed")
+    s.add_argument("--quick", action="store_true", help="tiny models and synthetic data (minutes on 2 CPU cores)")
+    s.add_argument("--out", default=None, help="also write the JSON object to this file")
+    s.add_argument("--parts", default=None, help="comma-separated subset of qa_train,qa_eval,mfu,orchestration,adapt_step2")
     return p
 
 
@@ -96,13 +116,22 @@ def _eval(args) -> int:
     from xlt import metrics
     from xlt.data.squad import read_squad_file
 
-    examples, _ = read_squad_file(args.data, args.lang, require_answers=False)
+    examples, report = read_squad_file(args.data, args.lang, require_answers=False)
+    if not examples:
+        detail = f" (first problem: {report.first_problem})" if report.first_problem else ""
+        raise XltError(f"{args.data}: no questions with a usable gold answer{detail}")
+    unanswered = [e.id for e in examples if not e.answers]
+    if unanswered:
+        raise XltError(f"{args.data}: question {unanswered[0]!r} has no gold answer"
+                       f" ({len(unanswered)} of {len(examples)} questions have none)")
     try:
         preds = json.loads(Path(args.predictions).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise XltError(f"{args.predictions}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise XltError(f"{args.predictions}: not a JSON file ({e})") from None
+    except RecursionError:
+        raise XltError(f"{args.predictions}: not a JSON file (nested too deeply)") from None
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
         raise XltError(f"{args.predictions}: expected a JSON object {{question_id: answer_text}}")
     gold = {e.id: e.answer_texts for e in examples}
@@ -120,16 +149,24 @@ def _flops(args) -> int:
             raise XltError(f"--config {args.config}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise XltError(f"--config {args.config}: not a JSON file ({e})") from None
+        except RecursionError:
+            raise XltError(f"--config {args.config}: not a JSON file (nested too deeply)") from None
     else:
         from xlt.models.load import load_config
 
         cfg = load_config(args.model).to_dict()
-    if args.measure:
-        from xlt.models.flops import measure_train_step
+    try:
+        if args.measure:
+            from xlt.models.flops import measure_train_step
 
-        out = measure_train_step(cfg, args.seq_len, args.batch, args.trainable, head_kind=args.head)
-    else:
-        out = compute.analytical_for(cfg, args.seq_len, args.batch, args.trainable, head_kind=args.head)
+            out = measure_train_step(cfg, args.seq_len, args.batch, args.trainable, head_kind=args.head)
+        else:
+            out = compute.analytical_for(cfg, args.seq_len, args.batch, args.trainable, head_kind=args.head)
+    except XltError as e:  # "config: not an encoder config ..." -> name the file it came from
+        if not str(e).startswith("config"):
+            raise
+        source = f"--config {args.config}" if args.config else f"--model {args.model}"
+        raise XltError(f"{source}{str(e).removeprefix('config')}") from None
     print(json.dumps(out))
     return 0
 
@@ -151,8 +188,49 @@ def _estimate(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from xlt.spec import load_spec
+
+    spec = load_spec(args.study, args.overrides)
+    from xlt.study.runner import RunOptions, parse_driver_resource, run_study
+
+    opts = RunOptions(out=Path(args.out or f"runs/{spec.name}"), address=args.address, resume=args.resume,
+                      driver_resource=parse_driver_resource(args.driver_resource), wait_resources=args.wait_resources)
+    return run_study(spec, opts)
+
+
+def _status(args) -> int:
+    from xlt.study.status import format_status, study_status
+
+    st = study_status(Path(args.run_dir))
+    print(json.dumps(st, indent=1, default=str) if args.json else format_status(st))
+    return 0
+
+
+def _bench(args) -> int:
+    import dataclasses
+
+    from xlt.bench import PARTS, format_table, full, quick, run_bench
+
+    cfg = quick() if args.quick else full()
+    if args.parts:
+        parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise XltError(f"--parts: unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
+        cfg = dataclasses.replace(cfg, parts=parts)
+    out = run_bench(cfg)
+    text = json.dumps(out, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(format_table(out), file=sys.stderr)
+    print(text)
+    return 0
+
+
 _COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "flops": _flops, "dashboard": _dashboard,
-             "estimate": _estimate}
+             "estimate": _estimate, "run": _run, "status": _status,
+             "bench": _bench}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt import compute
+from xlt.data.squad import read_squad_file
 from xlt.errors import XltError
 from xlt.spec import DataSource, StudySpec, trial_spec
 
@@ -70,11 +71,8 @@ def data_size(src: DataSource, spec: StudySpec) -> DataSize:
         qas = [(p["context"], q["question"]) for a in tree["data"] for p in a["paragraphs"] for q in p["qas"]]
         n = src.synthetic.n
     elif src.path is not None:
-        path = spec.resolve_path(src.path)
-        if not path.is_file():
-            raise XltError(f"{src.label}: {path}: no such file")
-        tree = json.loads(path.read_text(encoding="utf-8"))
-        qas = [(p["context"], q["question"]) for a in tree["data"] for p in a["paragraphs"] for q in p["qas"]]
+        examples, _ = read_squad_file(spec.resolve_path(src.path), src.lang, require_answers=False)
+        qas = [(e.context, e.question) for e in examples]
         n = len(qas)
     else:
         known = KNOWN_DATASETS.get(src.hub or "")

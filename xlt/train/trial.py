@@ -23,13 +23,20 @@ def run_pipeline(spec: StudySpec, report, info: TrialInfo, out_dir: Path, device
 
 
 def run_trial_local(spec: StudySpec, out: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial directory holds one trial: its rows and spec are replaced once the new trial reports
+    its first rows, so a trial that fails on bad input leaves the previous one intact."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / results.ROWS_LOG).unlink(missing_ok=True)  # a trial directory holds one trial
-    (out / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1))
+    started = False
     info = TrialInfo(study=spec.name, run_id=f"local-{int(time.time())}", trial_id="trial-0", params=params,
                      provenance=results.provenance())
 
     def report(rows: list[dict[str, Any]]) -> None:
+        nonlocal started
+        if not started:
+            (out / results.ROWS_LOG).unlink(missing_ok=True)
+            (out / results.TABLE).unlink(missing_ok=True)
+            (out / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1))
+            started = True
         results.append_rows(out, rows)
         for r in rows:
             if r["stage"] != "final":
