@@ -126,15 +126,17 @@ def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, 
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
-    """Grid mode's points (without seeds): `search.points` first, then the space's product."""
+    """Grid mode's points (without seeds), as the runner plans them: each of `search.points`
+    crossed with the product of the space's keys it leaves open, then the space's product
+    (the study's own settings when the space is empty)."""
     s = spec.search
     keys = list(s.space)
     values = [list(p.choice) if p.choice is not None else _corners(p) for p in s.space.values()]
     product = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)] if keys else []
     points = [dict(p) for p in s.points]
-    if points and product:  # a point fixes some keys; it runs at every combination of the others
+    if points:  # a point fixes some keys and runs at every combination of the space's other keys
         points = [{**combo, **p} for p in points for combo in _product_without(s, set(p))]
-    return _unique(points + product) or [{}]
+    return _unique(points + (product or [{}]))
 
 
 def _product_without(s, fixed: set[str]) -> list[dict[str, Any]]:
