@@ -158,3 +158,55 @@ def test_meter_is_monotone():
     assert b["flops_train"] > a["flops_train"] and b["tokens_real"] > a["tokens_real"]
     assert b["wall_seconds"] >= a["wall_seconds"]
     assert b["padding_share"] == pytest.approx(1 - 9 / 10)
+
+
+TINY_ADAPT = """
+name: tiny-adapt
+task: adapt
+model: {tiny: {layers: 2, hidden: 32, heads: 2, intermediate: 64, vocab_size: 400, max_positions: 128}}
+data:
+  english: {lang: en, synthetic: {n: 80}}
+  eval:
+    - {name: en-dev, lang: en, synthetic: {n: 20, split: dev}}
+    - {name: ru-dev, lang: ru, synthetic: {n: 20, split: dev}}
+train: {max_steps: 4, batch_size: 16, lr: 1.0e-3, max_seq_length: 128, doc_stride: 32}
+adapt:
+  method: mini_joint
+  depth: 1
+  target_lang: ru
+  synthetic_lines: 200
+  vocab_size: 300
+  step1: {steps: 3, batch_size: 8, max_seq_length: 32}
+  step2: {steps: 4, batch_size: 8, max_seq_length: 32}
+  eval_every: 2
+"""
+
+
+@pytest.mark.parametrize("method", ["base_large", "mini_post"])
+def test_pipeline_step3_keeps_token_embeddings_and_step2_curve(tmp_path, method):
+    from safetensors.torch import load_file
+
+    from tests.helpers import run_cli
+    from xlt import results
+
+    study = tmp_path / "a.yaml"
+    study.write_text(TINY_ADAPT, encoding="utf-8")
+    code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / "run"), f"adapt.method={method}")
+    assert code == 0, err
+    step1 = load_file(next((tmp_path / "run/artifacts/step1").glob("*/model.safetensors")))
+    step3 = load_file(next((tmp_path / "run/artifacts/step3").glob("*/model.safetensors")))
+    emb1 = next(v for k, v in step1.items() if k.endswith("word_embeddings.weight"))
+    emb3 = next(v for k, v in step3.items() if k.endswith("word_embeddings.weight"))
+    assert torch.equal(emb1, emb3)  # step 3 left the token embeddings as step 1 made them
+    df = results.read_table(tmp_path / "run")
+    curve = df[df.stage == "step2"].sort_values("step")
+    assert list(curve.step) == [0, 2, 4] and (curve.method == method).all()
+    assert curve.flops_stage.is_monotonic_increasing and curve.flops_train.is_monotonic_increasing
+    assert df[df.is_final].eval_set.tolist() == ["ru-dev"]
+    # a second trial with the same step-1/step-3 inputs reuses the artifacts instead of recomputing
+    code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / "run2"), f"adapt.method={method}",
+                           f"adapt.cache_dir={tmp_path / 'run/artifacts'}", "adapt.step2.lr=0.01")
+    assert code == 0, err
+    again = results.read_table(tmp_path / "run2")
+    assert "step3" not in set(again.stage)  # step 3 came from the cache
+    assert again.flops_train.max() > 0

@@ -5,7 +5,8 @@
               mini_joint  one model with a second MLM head after layer k (loss = top + layer k)
               mini_post   the primary's bottom k layers, frozen, under one new layer + MLM head
               base_small  a k-layer model trained alone (and then used as the primary)
-    step 3  English QA fine-tuning of the primary, token embeddings frozen
+    step 3  English QA fine-tuning of the primary, token embeddings frozen (positions and the
+            embedding LayerNorm train: step-1 text may be shorter than QA windows)
     step 2  target-language token embeddings by MLM on target text, everything else frozen,
             through the primary (base_large) or only through the mini-model (mini_*)
     step 4  the step-2 embeddings and the target tokenizer swapped into the step-3 model,
@@ -399,7 +400,7 @@ def _cached_step3(spec, cache: ArtifactCache, key: str, s1: Step1, tokenizer, tr
         _attribute(meter, "step3", meta["flops"])
         return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)
     qa = qa_from_body(s1.body).to(device)
-    freeze(qa.base_model.embeddings)  # the swap in step 4 replaces them: they must not co-adapt
+    freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
     before = meter.flops_by_stage.get("step3", 0.0)
     finetune_qa(qa, tokenizer, spec, train, evals, report, base, meter, device=device, stage="step3",
                 validation=next(iter(evals)), emit_final=False)
