@@ -6,8 +6,8 @@ import torch
 from xlt import compute
 from xlt.data import mlm
 from xlt.errors import XltError
-from xlt.models.minimodel import MaskedLM, freeze, layer_list, mini_body, new_head, set_token_embedding
 from xlt.models.load import tiny_config
+from xlt.models.minimodel import MaskedLM, freeze, layer_list, mini_body, new_head, set_token_embedding
 from xlt.tokenization import train_tokenizer
 from xlt.train.adapt import Step1, init_embeddings, qa_from_body, step2_model
 from xlt.train.loop import Meter

@@ -196,7 +196,15 @@ def _run(args) -> int:
 
     opts = RunOptions(out=Path(args.out or f"runs/{spec.name}"), address=args.address, resume=args.resume,
                       driver_resource=parse_driver_resource(args.driver_resource), wait_resources=args.wait_resources)
-    return run_study(spec, opts)
+    code = run_study(spec, opts)
+    try:  # the study's results stand without the page
+        from xlt.dashboards.page import main_dashboard
+
+        print(f"xlt: dashboard: {main_dashboard(str(opts.out), None)}")
+    except Exception as e:  # noqa: BLE001
+        print(f"xlt: warning: dashboard not written: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+    return code
 
 
 def _status(args) -> int:

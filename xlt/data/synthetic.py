@@ -123,8 +123,7 @@ _LEX: dict[str, dict[str, list[str]]] = {
     "colour": {
         "en": "red blue green yellow white black grey pink orange purple brown golden".split(),
         "ru": (
-            "красный синий зелёный жёлтый белый чёрный серый розовый оранжевый фиолетовый коричневый "
-            "золотой"
+            "красный синий зелёный жёлтый белый чёрный серый розовый оранжевый фиолетовый коричневый золотой"
         ).split(),
         "zh": "红色 蓝色 绿色 黄色 白色 黑色 灰色 粉色 橙色 紫色 棕色 金色".split(),
         "de": "rot blau grün gelb weiß schwarz grau rosa orange lila braun golden".split(),
@@ -162,10 +161,10 @@ _YEARS = (1900, 2009)
 # paragraph shape: people per paragraph, facts per person, chance of a meeting fact, chance
 # that a question asks "who" (reverse) when the fact's value is unique, questions per paragraph
 _PEOPLE = (2, 3)
-_FACTS_PER_PERSON = (2, 4)
+_FACTS_PER_PERSON = {2: (3, 4), 3: (2, 3)}  # by number of people
 _P_MEET = 0.3
 _P_REVERSE = 0.2
-_QUESTIONS = (3, 5)
+_QUESTIONS = (4, 6)
 _N_TMPL = 3  # sentence templates per relation (each relation has exactly this many)
 
 # ---------------------------------------------------------------------------------------
@@ -180,25 +179,41 @@ _RELATIONS: dict[str, dict] = {
     "born_city": {
         "value": "city",
         "facts": {
-            "en": ["{P} was born in {X}.", "{P} came into the world in {X}.", "{X} is the city where {P} was born."],
+            "en": [
+                "{P} was born in {X}.",
+                "{P} came into the world in {X}.",
+                "{X} is the city where {P} was born.",
+            ],
             "ru": [
                 "{P} [родился|родилась] в {X.loc}.",
                 "{P} [появился|появилась] на свет в {X.loc}.",
                 "{X} — город, где [родился|родилась] {P}.",
             ],
             "zh": ["{P}出生在{X}。", "{P}诞生于{X}。", "{X}是{P}出生的城市。"],
-            "de": ["{P} wurde in {X} geboren.", "{P} kam in {X} zur Welt.", "{X} ist die Stadt, in der {P} geboren wurde."],
+            "de": [
+                "{P} wurde in {X} geboren.",
+                "{P} kam in {X} zur Welt.",
+                "{X} ist die Stadt, in der {P} geboren wurde.",
+            ],
         },
         "ask": {
             "X": {
-                "en": ["Where was {P} born?", "In which city was {P} born?", "What is the birthplace of {P}?"],
+                "en": [
+                    "Where was {P} born?",
+                    "In which city was {P} born?",
+                    "What is the birthplace of {P}?",
+                ],
                 "ru": [
                     "Где [родился|родилась] {P}?",
                     "В каком городе [родился|родилась] {P}?",
                     "В каком городе {P} [появился|появилась] на свет?",
                 ],
                 "zh": ["{P}出生在哪里？", "{P}出生在哪个城市？", "{P}的出生地是哪里？"],
-                "de": ["Wo wurde {P} geboren?", "In welcher Stadt wurde {P} geboren?", "Was ist der Geburtsort von {P}?"],
+                "de": [
+                    "Wo wurde {P} geboren?",
+                    "In welcher Stadt wurde {P} geboren?",
+                    "Was ist der Geburtsort von {P}?",
+                ],
             },
             "P": {
                 "en": ["Who was born in {X}?", "Which person was born in {X}?"],
@@ -211,14 +226,22 @@ _RELATIONS: dict[str, dict] = {
     "born_year": {
         "value": "year",
         "facts": {
-            "en": ["{P} was born in {X}.", "{P} was born in the year {X}.", "The year {X} is when {P} was born."],
+            "en": [
+                "{P} was born in {X}.",
+                "{P} was born in the year {X}.",
+                "The year {X} is when {P} was born.",
+            ],
             "ru": [
                 "{P} [родился|родилась] в {X} году.",
                 "{P} [появился|появилась] на свет в {X} году.",
                 "{X} год — год, когда [родился|родилась] {P}.",
             ],
             "zh": ["{P}出生于{X}年。", "{P}在{X}年出生。", "{X}年是{P}出生的年份。"],
-            "de": ["{P} wurde {X} geboren.", "{P} wurde im Jahr {X} geboren.", "{X} ist das Jahr, in dem {P} geboren wurde."],
+            "de": [
+                "{P} wurde {X} geboren.",
+                "{P} wurde im Jahr {X} geboren.",
+                "{X} ist das Jahr, in dem {P} geboren wurde.",
+            ],
         },
         "ask": {
             "X": {
@@ -229,7 +252,11 @@ _RELATIONS: dict[str, dict] = {
                     "В каком году {P} [появился|появилась] на свет?",
                 ],
                 "zh": ["{P}是什么时候出生的？", "{P}出生于哪一年？", "{P}是哪一年出生的？"],
-                "de": ["Wann wurde {P} geboren?", "In welchem Jahr wurde {P} geboren?", "Welches Jahr ist das Geburtsjahr von {P}?"],
+                "de": [
+                    "Wann wurde {P} geboren?",
+                    "In welchem Jahr wurde {P} geboren?",
+                    "Welches Jahr ist das Geburtsjahr von {P}?",
+                ],
             },
             "P": {
                 "en": ["Who was born in {X}?", "Which person was born in the year {X}?"],
@@ -249,7 +276,11 @@ _RELATIONS: dict[str, dict] = {
         },
         "ask": {
             "X": {
-                "en": ["What does {P} do for a living?", "What is the profession of {P}?", "What job does {P} have?"],
+                "en": [
+                    "What does {P} do for a living?",
+                    "What is the profession of {P}?",
+                    "What job does {P} have?",
+                ],
                 "ru": ["Кем работает {P}?", "Какую профессию имеет {P}?", "Кто {P} по профессии?"],
                 "zh": ["{P}是做什么工作的？", "{P}的职业是什么？", "{P}从事什么工作？"],
                 "de": ["Was macht {P} beruflich?", "Was ist {P} von Beruf?", "Welchen Beruf hat {P}?"],
@@ -266,13 +297,25 @@ _RELATIONS: dict[str, dict] = {
         "value": "city",
         "facts": {
             "en": ["{P} lives in {X}.", "{P} now lives in {X}.", "{X} is the city where {P} lives now."],
-            "ru": ["{P} живёт в {X.loc}.", "{P} сейчас живёт в {X.loc}.", "{X} — город, где сейчас живёт {P}."],
+            "ru": [
+                "{P} живёт в {X.loc}.",
+                "{P} сейчас живёт в {X.loc}.",
+                "{X} — город, где сейчас живёт {P}.",
+            ],
             "zh": ["{P}住在{X}。", "{P}现在住在{X}。", "{X}是{P}现在居住的城市。"],
-            "de": ["{P} wohnt in {X}.", "{P} lebt jetzt in {X}.", "{X} ist die Stadt, in der {P} jetzt lebt."],
+            "de": [
+                "{P} wohnt in {X}.",
+                "{P} lebt jetzt in {X}.",
+                "{X} ist die Stadt, in der {P} jetzt lebt.",
+            ],
         },
         "ask": {
             "X": {
-                "en": ["Where does {P} live?", "In which city does {P} live now?", "What city is {P} living in?"],
+                "en": [
+                    "Where does {P} live?",
+                    "In which city does {P} live now?",
+                    "What city is {P} living in?",
+                ],
                 "ru": ["Где живёт {P}?", "В каком городе сейчас живёт {P}?", "В каком городе живёт {P}?"],
                 "zh": ["{P}住在哪里？", "{P}现在住在哪个城市？", "{P}在哪个城市居住？"],
                 "de": ["Wo wohnt {P}?", "In welcher Stadt lebt {P} jetzt?", "In welcher Stadt wohnt {P}?"],
@@ -288,21 +331,41 @@ _RELATIONS: dict[str, dict] = {
     "colour": {
         "value": "colour",
         "facts": {
-            "en": ["{P}'s favourite colour is {X}.", "{P} likes the colour {X} most of all.", "The favourite colour of {P} is {X}."],
+            "en": [
+                "{P}'s favourite colour is {X}.",
+                "{P} likes the colour {X} most of all.",
+                "The favourite colour of {P} is {X}.",
+            ],
             "ru": [
                 "{P} больше всего любит {X} цвет.",
                 "{P} любит {X} цвет больше других.",
                 "Из всех цветов {P} больше всего любит {X}.",
             ],
             "zh": ["{P}最喜欢的颜色是{X}。", "{P}最喜欢{X}。", "在所有颜色中，{P}最喜欢{X}。"],
-            "de": ["Die Lieblingsfarbe von {P} ist {X}.", "{P} mag die Farbe {X} am liebsten.", "Von allen Farben mag {P} {X} am meisten."],
+            "de": [
+                "Die Lieblingsfarbe von {P} ist {X}.",
+                "{P} mag die Farbe {X} am liebsten.",
+                "Von allen Farben mag {P} {X} am meisten.",
+            ],
         },
         "ask": {
             "X": {
-                "en": ["What is {P}'s favourite colour?", "Which colour does {P} like most?", "What colour does {P} like best?"],
-                "ru": ["Какой цвет больше всего любит {P}?", "Какой цвет {P} любит больше других?", "Какой цвет {P} любит сильнее всего?"],
+                "en": [
+                    "What is {P}'s favourite colour?",
+                    "Which colour does {P} like most?",
+                    "What colour does {P} like best?",
+                ],
+                "ru": [
+                    "Какой цвет больше всего любит {P}?",
+                    "Какой цвет {P} любит больше других?",
+                    "Какой цвет {P} любит сильнее всего?",
+                ],
                 "zh": ["{P}最喜欢什么颜色？", "{P}最喜欢的颜色是什么？", "哪种颜色是{P}最喜欢的？"],
-                "de": ["Was ist die Lieblingsfarbe von {P}?", "Welche Farbe mag {P} am liebsten?", "Welche Farbe gefällt {P} am besten?"],
+                "de": [
+                    "Was ist die Lieblingsfarbe von {P}?",
+                    "Welche Farbe mag {P} am liebsten?",
+                    "Welche Farbe gefällt {P} am besten?",
+                ],
             },
             "P": {
                 "en": ["Whose favourite colour is {X}?", "Who likes the colour {X} most?"],
@@ -316,16 +379,36 @@ _RELATIONS: dict[str, dict] = {
         "value": "pet",
         "facts": {
             "en": ["{P} has a pet {X}.", "{P} keeps a {X} at home.", "At home, {P} looks after a {X}."],
-            "ru": ["{P} держит дома {X.acc}.", "{P} [завёл|завела] себе {X.acc}.", "Дома {P} заботится о питомце: это {X}."],
+            "ru": [
+                "{P} держит дома {X.acc}.",
+                "{P} [завёл|завела] себе {X.acc}.",
+                "Дома {P} заботится о питомце: это {X}.",
+            ],
             "zh": ["{P}的宠物是{X}。", "{P}在家里养{X}。", "在家里，{P}照顾{X}。"],
-            "de": ["{P} hat {=X.acc} {X} als Haustier.", "{P} hält zu Hause {=X.acc} {X}.", "Zu Hause kümmert sich {P} um {=X.acc} {X}."],
+            "de": [
+                "{P} hat {=X.acc} {X} als Haustier.",
+                "{P} hält zu Hause {=X.acc} {X}.",
+                "Zu Hause kümmert sich {P} um {=X.acc} {X}.",
+            ],
         },
         "ask": {
             "X": {
-                "en": ["What pet does {P} have?", "What animal does {P} keep at home?", "Which animal does {P} look after?"],
-                "ru": ["Какое животное держит {P}?", "Какого питомца [завёл|завела] {P}?", "О каком питомце заботится {P}?"],
+                "en": [
+                    "What pet does {P} have?",
+                    "What animal does {P} keep at home?",
+                    "Which animal does {P} look after?",
+                ],
+                "ru": [
+                    "Какое животное держит {P}?",
+                    "Какого питомца [завёл|завела] {P}?",
+                    "О каком питомце заботится {P}?",
+                ],
                 "zh": ["{P}的宠物是什么？", "{P}在家里养什么动物？", "{P}照顾什么动物？"],
-                "de": ["Welches Haustier hat {P}?", "Welches Tier hält {P} zu Hause?", "Um welches Tier kümmert sich {P}?"],
+                "de": [
+                    "Welches Haustier hat {P}?",
+                    "Welches Tier hält {P} zu Hause?",
+                    "Um welches Tier kümmert sich {P}?",
+                ],
             },
             "P": {
                 "en": ["Who has a pet {X}?", "Who keeps a {X} at home?"],
@@ -338,17 +421,37 @@ _RELATIONS: dict[str, dict] = {
     "instrument": {
         "value": "instrument",
         "facts": {
-            "en": ["{P} plays the {X}.", "{P} can play the {X} very well.", "In the evenings, {P} plays the {X}."],
-            "ru": ["{P} играет на {X.loc}.", "{P} хорошо умеет играть на {X.loc}.", "По вечерам {P} играет на {X.loc}."],
+            "en": [
+                "{P} plays the {X}.",
+                "{P} can play the {X} very well.",
+                "In the evenings, {P} plays the {X}.",
+            ],
+            "ru": [
+                "{P} играет на {X.loc}.",
+                "{P} хорошо умеет играть на {X.loc}.",
+                "По вечерам {P} играет на {X.loc}.",
+            ],
             "zh": ["{P}演奏{X}。", "{P}很会演奏{X}。", "晚上，{P}常常演奏{X}。"],
             "de": ["{P} spielt {X}.", "{P} kann sehr gut {X} spielen.", "Am Abend spielt {P} {X}."],
         },
         "ask": {
             "X": {
-                "en": ["What instrument does {P} play?", "Which instrument can {P} play?", "What does {P} play in the evenings?"],
-                "ru": ["На каком инструменте играет {P}?", "На чём умеет играть {P}?", "На чём {P} играет по вечерам?"],
+                "en": [
+                    "What instrument does {P} play?",
+                    "Which instrument can {P} play?",
+                    "What does {P} play in the evenings?",
+                ],
+                "ru": [
+                    "На каком инструменте играет {P}?",
+                    "На чём умеет играть {P}?",
+                    "На чём {P} играет по вечерам?",
+                ],
                 "zh": ["{P}演奏什么乐器？", "{P}会演奏哪种乐器？", "{P}晚上演奏什么？"],
-                "de": ["Welches Instrument spielt {P}?", "Welches Instrument kann {P} spielen?", "Was spielt {P} am Abend?"],
+                "de": [
+                    "Welches Instrument spielt {P}?",
+                    "Welches Instrument kann {P} spielen?",
+                    "Was spielt {P} am Abend?",
+                ],
             },
             "P": {
                 "en": ["Who plays the {X}?", "Who can play the {X}?"],
@@ -360,13 +463,21 @@ _RELATIONS: dict[str, dict] = {
     },
     "meet": {  # two people, a city C and a year Y
         "facts": {
-            "en": ["{P} and {Q} met in {C} in {Y}.", "In {Y}, {P} met {Q} in {C}.", "{P} first met {Q} in {C} in {Y}."],
+            "en": [
+                "{P} and {Q} met in {C} in {Y}.",
+                "In {Y}, {P} met {Q} in {C}.",
+                "{P} first met {Q} in {C} in {Y}.",
+            ],
             "ru": [
                 "{P} и {Q} познакомились в {C.loc} в {Y} году.",
                 "В {Y} году {P} и {Q} встретились в {C.loc}.",
                 "{P} и {Q} впервые встретились в {C.loc} в {Y} году.",
             ],
-            "zh": ["{P}和{Q}于{Y}年在{C}相识。", "{Y}年，{P}和{Q}在{C}见面。", "{P}和{Q}第一次见面是{Y}年在{C}。"],
+            "zh": [
+                "{P}和{Q}于{Y}年在{C}相识。",
+                "{Y}年，{P}和{Q}在{C}见面。",
+                "{P}和{Q}第一次见面是{Y}年在{C}。",
+            ],
             "de": [
                 "{P} und {Q} lernten sich {Y} in {C} kennen.",
                 "Im Jahr {Y} trafen sich {P} und {Q} in {C}.",
@@ -399,7 +510,7 @@ _TOKEN = re.compile(r"\{(=?)([A-Z])(?:\.(\w+))?\}|\[([^|\]]*)\|([^\]]*)\]")
 class _Fact:
     rel: str
     people: tuple[int, ...]  # indices into the paragraph's people; first one is P
-    values: tuple[tuple[str, object], ...]  # (slot, (category, index) or year int)
+    values: tuple[tuple[str, int], ...]  # (slot, lexicon index, or the year itself)
     tmpl: int
 
 
@@ -426,16 +537,15 @@ def _draw(rng: random.Random) -> _Paragraph:
     n_people = rng.choice(_PEOPLE)
     firsts = rng.sample(range(len(_LEX["first"]["en"])), n_people)
     surnames = rng.sample(range(len(_LEX["surname"]["en"])), n_people)
-    people = tuple(zip(firsts, surnames))
+    people = tuple(zip(firsts, surnames, strict=True))
     facts: list[_Fact] = []
     for p in range(n_people):
-        lo, hi = _FACTS_PER_PERSON
-        rels = rng.sample(_SINGLE, rng.randint(lo + 1 if n_people == 2 else lo, hi))
+        rels = rng.sample(_SINGLE, rng.randint(*_FACTS_PER_PERSON[n_people]))
         born_city, live_city = rng.sample(range(len(_LEX["city"]["en"])), 2)
         for rel in rels:
             cat = _RELATIONS[rel]["value"]
             if cat == "year":
-                value: object = rng.randint(*_YEARS)
+                value = rng.randint(*_YEARS)
             elif rel == "born_city":
                 value = born_city
             elif rel == "live_city":
@@ -446,7 +556,9 @@ def _draw(rng: random.Random) -> _Paragraph:
     if rng.random() < _P_MEET:
         p, q = rng.sample(range(n_people), 2)
         city = rng.randrange(len(_LEX["city"]["en"]))
-        facts.append(_Fact("meet", (p, q), (("C", city), ("Y", rng.randint(*_YEARS))), rng.randrange(_N_TMPL)))
+        facts.append(
+            _Fact("meet", (p, q), (("C", city), ("Y", rng.randint(*_YEARS))), rng.randrange(_N_TMPL))
+        )
     rng.shuffle(facts)
 
     asks: list[_Ask] = []
@@ -465,18 +577,16 @@ def _draw(rng: random.Random) -> _Paragraph:
 
 def _bucket(par: _Paragraph) -> int:
     """A paragraph's split bucket in [0, 100): a hash of its facts (not their wording or order)."""
-    canon = sorted(
-        (f.rel, tuple(par.people[p] for p in f.people), f.values) for f in par.facts
-    )
+    canon = sorted((f.rel, tuple(par.people[p] for p in f.people), f.values) for f in par.facts)
     digest = hashlib.sha256(repr(canon).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % 100
 
 
-def _paragraphs(seed: int, split: str, start: int = 0):
+def _paragraphs(seed: int, split: str):
     """Yield (index, paragraph) in `split`'s bucket range, forever; deterministic in (seed, split)."""
     lo, hi = _BUCKETS[split]
     tag = "dev" if split == "validation" else split
-    k = start
+    k = 0
     while True:
         rng = random.Random(f"xlt-synthetic:{seed}:{tag}:{k}")
         while True:
@@ -556,10 +666,10 @@ def _render_paragraph(lang: str, par: _Paragraph):
         pieces.append(text)
         spans.append({k: (pos + s, pos + e) for k, (s, e) in sp.items()})
         pos += len(text)
-    questions = [
-        _render(lang, _RELATIONS[par.facts[a.fact].rel]["ask"][a.slot][lang][a.tmpl], par, par.facts[a.fact])[0]
-        for a in par.asks
-    ]
+    questions = []
+    for a in par.asks:
+        fact = par.facts[a.fact]
+        questions.append(_render(lang, _RELATIONS[fact.rel]["ask"][a.slot][lang][a.tmpl], par, fact)[0])
     return sep.join(pieces), spans, questions
 
 
@@ -578,7 +688,7 @@ def _check(lang: str, n: object, what: str, seed: object) -> None:
 
 
 def make_squad(lang: str, n_questions: int, seed: int = 0, split: str = "train") -> dict:
-    """`n_questions` SQuAD v1.1-shaped questions in `lang` (3-5 per paragraph).
+    """`n_questions` SQuAD v1.1-shaped questions in `lang` (4-6 per paragraph).
 
     Deterministic in (seed, split, n_questions); the first k questions do not depend on
     n_questions; ids ``syn-{seed}-{split}-{i}`` ask for the same fact in every language;
@@ -593,7 +703,7 @@ def make_squad(lang: str, n_questions: int, seed: int = 0, split: str = "train")
     for k, par in _paragraphs(seed, split):
         context, spans, questions = _render_paragraph(lang, par)
         qas = []
-        for ask, question in zip(par.asks, questions):
+        for ask, question in zip(par.asks, questions, strict=True):
             if i >= n_questions:
                 break
             s, e = spans[ask.fact][ask.slot]
@@ -630,13 +740,29 @@ def make_text(lang: str, n_lines: int, seed: int = 0) -> list[str]:
 
 
 def _self_check() -> None:
-    """Template lists must be parallel across languages (run by the tests)."""
+    """The grammar must be parallel across languages and every answer renderable (run by the tests)."""
+
+    def slots(template: str, recorded: bool) -> list[str]:
+        return [m.group(2) for m in _TOKEN.finditer(template) if m.group(2) and not (recorded and m.group(1))]
+
     for rel, spec in _RELATIONS.items():
-        groups = [spec["facts"], *spec["ask"].values()]
-        for group in groups:
-            counts = {lang: len(group[lang]) for lang in LANGS}
+        people = ["P", "Q"] if rel == "meet" else ["P"]
+        values = ["C", "Y"] if rel == "meet" else ["X"]
+        for lang in LANGS:
+            if len(spec["facts"][lang]) != _N_TMPL:
+                raise AssertionError(f"{rel}/{lang}: expected {_N_TMPL} sentence templates")
+            for t in spec["facts"][lang]:
+                if sorted(slots(t, True)) != sorted(people + values):
+                    raise AssertionError(f"{rel}/{lang}: {t!r} must record each of {people + values} once")
+        for answer, by_lang in spec["ask"].items():
+            counts = {lang: len(by_lang[lang]) for lang in LANGS}
             if len(set(counts.values())) != 1:
-                raise AssertionError(f"{rel}: template counts differ across languages: {counts}")
+                raise AssertionError(f"{rel}/{answer}: question counts differ across languages: {counts}")
+            for lang in LANGS:
+                for t in by_lang[lang]:
+                    given = set(slots(t, False))
+                    if given != set(values if answer in people else people):
+                        raise AssertionError(f"{rel}/{answer}/{lang}: {t!r} gives away or misses a slot")
     for cat, by_lang in _LEX.items():
         counts = {lang: len(by_lang[lang]) for lang in LANGS}
         if len(set(counts.values())) != 1:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,6 +113,25 @@ class Session:
     resume: dict[str, Any] | None = None  # the state `on_event` last saved, when restarting from a checkpoint
     # called after each evaluation, once the loop state is updated, with a getter of the state to save
     on_event: Callable[[Callable[[], dict[str, Any]]], None] | None = None
+    trial_dir: str | None = None  # storage every rank and every restart of the trial sees
+    barrier: Callable[[], None] | None = None  # waits for every rank
+
+
+def shared(session: Session | None, name: str, make: Callable[[], Any], save: Callable[[Any, Path], None],
+           load: Callable[[Path], Any]) -> Any:
+    """An artifact every rank and every restart of a trial must use the same of, where making it
+    twice need not give the same (a trained tokenizer): rank 0 makes it once into the trial
+    directory, then every rank loads it. Without a trial directory it is just made."""
+    if session is None or session.trial_dir is None:
+        return make()
+    path = Path(session.trial_dir) / name
+    if session.rank == 0 and not path.exists():
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        save(make(), tmp)
+        os.replace(tmp, path)
+    if session.barrier is not None:
+        session.barrier()
+    return load(path)
 
 
 class BatchCursor:

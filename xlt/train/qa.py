@@ -37,6 +37,7 @@ from xlt.train.loop import (
     make_optimizer,
     restore,
     shard,
+    shared,
     train_loop,
 )
 
@@ -200,7 +201,8 @@ def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | P
         torch.set_num_threads(spec.train.threads)
     torch.manual_seed(spec.train.seed)
     data = prepare_data(spec)
-    tokenizer = build_tokenizer(spec, data.train)
+    tokenizer = shared(session, "tokenizer", lambda: build_tokenizer(spec, data.train),
+                       lambda tok, path: tok.save_pretrained(path), lambda path: load_tokenizer(str(path)))
     model = build_model(spec, tokenizer).to(device)
     meter = Meter(device_kind=device_kind(device), n_devices=session.world_size if session else 1)
     base = trial_columns(spec, info, method="finetune", target_count=data.target_count)

@@ -1,0 +1,150 @@
+"""xlt bench: the output's structure on a very small configuration, and the helpers behind its
+figures. No timed assertions: speed targets belong in the benchmark's output."""
+
+import json
+
+import pytest
+
+from tests.helpers import run_cli
+from xlt.bench import BenchConfig, Shape, format_table, run_bench, targets
+from xlt.bench.mfu import mfu
+from xlt.bench.qa_eval import attribute_differences, compare_predictions, run_qa_postprocess
+
+TINY = BenchConfig(
+    mode="test", parts=("qa_train", "qa_eval", "mfu", "adapt_step2"), seed=1,
+    tiny=Shape(layers=1, hidden=32, heads=2, intermediate=64, vocab=300, max_positions=128),
+    train_questions=12, eval_questions=6, batch_size=4, eval_batch_size=4, max_seq_length=64, doc_stride=16,
+    train_rounds=1, eval_rounds=1,
+    mfu_shape=Shape(layers=1, hidden=32, heads=2, intermediate=64, vocab=100), mfu_seq=16, mfu_batch=2, mfu_steps=1,
+    mfu_rounds=1, matmul_size=64, matmul_reps=1,
+    adapt_shape=Shape(layers=2, hidden=32, heads=2, intermediate=64, vocab=200), adapt_depths=(1,), adapt_seq=16,
+    adapt_batch=4, adapt_steps=1, adapt_rounds=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_out():
+    return run_bench(TINY, log=lambda msg: None)
+
+
+def test_output_structure(tiny_out):
+    out = tiny_out
+    assert out["errors"] == {}
+    assert out["schema"] == "xlt-bench/1" and out["mode"] == "test"
+    assert {"cpu_count", "torch_threads", "torch_version", "load_average_start", "load_average_end"} <= set(out["machine"])
+    assert "orchestration" not in out  # not among the parts asked for
+    json.loads(json.dumps(out))  # plain JSON all the way down
+
+    tr = out["qa_train"]
+    assert set(tr["contenders"]) == {"xlt", "hf_padded", "hf_dynamic"}
+    for c in tr["contenders"].values():
+        assert c["tokens_real_per_s"] > 0 and c["examples_per_s"] > 0 and 0 <= c["f1"] <= 100
+        assert 0 <= c["padding_share"] < 1 and len(c["rounds"]) == 1
+    # the same windows in every contender: the same real tokens, and padding to max_length pads most
+    reals = {name: c["rounds"][0]["tokens_real"] for name, c in tr["contenders"].items()}
+    assert reals["hf_padded"] == reals["hf_dynamic"]
+    assert tr["contenders"]["hf_padded"]["padding_share"] > tr["contenders"]["xlt"]["padding_share"]
+
+    ev = out["qa_eval"]
+    assert set(ev["contenders"]) == {"xlt", "hf_run_qa", "hf_pipeline"}
+    assert ev["agreement"]["xlt_vs_hf_run_qa"]["n"] == TINY.eval_questions
+    assert list(ev["agreement"]["pipeline_rule_stages"]) == [
+        "pipeline_inputs", "per_window_softmax", "merge_equal_answers", "align_to_words"]
+
+    m = out["mfu"]
+    assert m["flops_per_step"] > 0 and m["matmul_flops_per_s"] > 0 and m["mfu"] > 0
+    assert m["mfu"] == pytest.approx(m["rounds"][0]["mfu"])
+
+    ad = out["adapt_step2"]
+    assert ad["mini"]["1"]["speedup_analytical"] > 1  # one layer of two costs less
+    assert ad["mini"]["1"]["flops_per_step"] < ad["full"]["flops_per_step"]
+
+    assert {"train_tokens_speedup_vs_hf_padded", "mfu", "step2_speedup_k1_within_20pct_of_analytical"} <= set(out["targets"])
+    table = format_table(out)
+    assert "QA fine-tuning" in table and "MFU" in table and "Step 2" in table
+
+
+def test_mfu_on_fake_timing():
+    # a 1 TFLOP step in 2 s on a 1 TFLOP/s device uses half of it
+    assert mfu(1e12, 2.0, 1e12) == pytest.approx(0.5)
+    assert mfu(3e9, 0.5, 24e9) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        mfu(1e9, 0.0, 1e9)
+
+
+def test_targets_read_the_figures():
+    out = {"mfu": {"mfu": 0.55}, "qa_train": {"speedup_tokens_vs_hf_padded": 1.5},
+           "adapt_step2": {"mini": {"4": {"measured_over_analytical": 0.7}}}}
+    t = targets(out)
+    assert t["mfu"]["met"] is True
+    assert t["train_tokens_speedup_vs_hf_padded"]["met"] is False
+    assert t["step2_speedup_k4_within_20pct_of_analytical"]["met"] is False
+    assert "eval_speedup_vs_hf_pipeline" not in t  # not measured: absent, not failed
+
+
+def test_compare_predictions():
+    a = {"q1": "Paris", "q2": "1912", "q3": "the red dog"}
+    b = {"q1": "Paris", "q2": "in 1912", "q3": "the red dog"}
+    c = compare_predictions(a, b)
+    assert (c["n"], c["identical"]) == (3, 2)
+    assert c["identical_share"] == pytest.approx(2 / 3)
+    assert c["differences"] == [{"id": "q2", "a": "1912", "b": "in 1912"}]
+    assert compare_predictions(a, dict(a))["identical_share"] == 1.0
+    # a question only one side answered counts as different
+    assert compare_predictions({"q1": "x"}, {"q1": "x", "q9": "y"})["identical"] == 1
+    assert compare_predictions({}, {})["identical_share"] == 1.0
+
+
+def test_attribute_differences_names_the_first_stage_that_departs():
+    ref = {"q1": "a", "q2": "b", "q3": "c", "q4": "d"}
+    stages = [("inputs", {"q1": "x", "q2": "b", "q3": "c", "q4": "d"}),
+              ("softmax", {"q1": "x", "q2": "y", "q3": "c", "q4": "d"}),
+              ("words", {"q1": "x", "q2": "y", "q3": "z", "q4": "d"})]
+    assert attribute_differences(ref, stages) == {"inputs": 1, "softmax": 1, "words": 1}
+    # a question that departs and comes back is not a difference of the pipeline's answer
+    back = [("inputs", {"q1": "x"}), ("words", dict(ref))]
+    assert attribute_differences(ref, back) == {"inputs": 0, "words": 0}
+
+
+def test_run_qa_postprocess_picks_the_best_logit_sum_across_windows():
+    import numpy as np
+
+    from xlt.data.squad import Example
+
+    ex = Example("q", "t", "abcdefghij", "?", (("cd", 2),), "en")
+    none = None
+    # window 0 covers chars 0-5, window 1 chars 4-9; position 0 is [CLS] (no offset)
+    feats = {"example_id": ["q", "q"],
+             "offset_mapping": [[none, (0, 2), (2, 4), (4, 6)], [none, (4, 6), (6, 8), (8, 10)]]}
+    start = np.array([[9.0, 0.0, 3.0, 0.0], [9.0, 2.0, 0.0, 0.0]])
+    end = np.array([[9.0, 0.0, 3.0, 1.0], [9.0, 0.0, 0.0, 3.5]])
+    # [CLS] never wins (no offset); best valid: window 0 (2,2) = 6.0 vs window 1 (1,3) = 5.5
+    assert run_qa_postprocess([ex], feats, start, end) == {"q": "cd"}
+    # single-token spans only: window 1's (1,3) is out, window 0's (2,2) still wins
+    assert run_qa_postprocess([ex], feats, start, end, max_answer_length=1) == {"q": "cd"}
+    # no valid span anywhere: run_qa.py answers "empty"
+    feats_none = {"example_id": ["q"], "offset_mapping": [[none, none, none, none]]}
+    assert run_qa_postprocess([ex], feats_none, start[:1], end[:1]) == {"q": "empty"}
+
+
+def test_orchestration_reports_unavailable_without_xlt_run(monkeypatch):
+    from xlt.bench import orchestration
+
+    monkeypatch.setattr(orchestration, "REQUIRED", ("ray", "xlt.study.not_built_yet"))
+    out = orchestration.run(TINY, log=lambda msg: None)
+    assert out == {"available": False, "reason": "xlt run is not available (xlt.study.not_built_yet is not installed)"}
+
+
+def test_cli_rejects_unknown_parts():
+    code, out, err = run_cli("bench", "--quick", "--parts", "qa_train,warp_drive")
+    assert code == 2 and "warp_drive" in err and out == ""
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_end_to_end(tmp_path):
+    code, out, err = run_cli("bench", "--quick", "--out", str(tmp_path / "bench.json"))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result == json.loads((tmp_path / "bench.json").read_text())
+    assert result["errors"] == {}
+    assert {"qa_train", "qa_eval", "mfu", "orchestration", "adapt_step2", "targets"} <= set(result)

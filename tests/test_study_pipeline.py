@@ -1,0 +1,123 @@
+"""The hooks the study runner relies on, without Ray: a pipeline resumed from a checkpoint
+continues exactly where it stopped, batch sharding splits one global order, and the run
+directory's rows deduplicate."""
+
+import copy
+import io
+import random
+
+import pytest
+import torch
+
+from xlt.spec import spec_from_dict
+from xlt.study import rundir
+from xlt.train.loop import BatchCursor, Session, shard
+from xlt.train.qa import TrialInfo, run_qa
+
+TINY = {
+    "name": "tiny",
+    "task": "qa",
+    "model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "vocab_size": 300,
+                       "max_positions": 128}},
+    "data": {"english": {"name": "en-train", "lang": "en", "synthetic": {"n": 80, "seed": 0, "split": "train"}},
+             "eval": [{"name": "en-dev", "lang": "en", "synthetic": {"n": 16, "seed": 0, "split": "dev"}},
+                      {"name": "ru-dev", "lang": "ru", "synthetic": {"n": 16, "seed": 0, "split": "dev"}}]},
+    "train": {"max_steps": 8, "eval_every": 2, "batch_size": 8, "eval_batch_size": 32, "max_seq_length": 96,
+              "doc_stride": 32, "lr": 3e-3, "checkpoint": False},
+}
+
+
+def tiny(**train):
+    tree = copy.deepcopy(TINY)
+    tree["train"].update(train)
+    return spec_from_dict(tree)
+
+
+def run(spec, session=None):
+    rows = []
+    info = TrialInfo(study=spec.name, run_id="r", trial_id="t")
+    run_qa(spec, rows.extend, info, device=torch.device("cpu"), session=session)
+    return rows
+
+
+def keyed(rows):
+    drop = {"wall_seconds", "pipeline_seconds", "device_seconds", "time"}
+    return {(r["stage"], r["event"], r["eval_set"]): {k: v for k, v in r.items() if k not in drop} for r in rows}
+
+
+def snapshots(spec, trial_dir):
+    saved = []
+    rows = run(spec, Session(on_event=lambda state: saved.append(copy.deepcopy(state())), trial_dir=str(trial_dir)))
+    return rows, saved
+
+
+@pytest.mark.parametrize("mode", ["fixed", "validated"])
+def test_resume_from_a_checkpoint_continues_exactly(mode, tmp_path):
+    spec = tiny(mode=mode, patience=2)
+    full, saved = snapshots(spec, tmp_path)
+    assert (tmp_path / "tokenizer").is_dir()  # a restart must reuse the trial's vocabulary
+    assert len(saved) == len({r["event"] for r in full if r["stage"] == "qa"})
+    buf = io.BytesIO()
+    torch.save(saved[1], buf)  # what the worker writes: it must load with weights_only
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    resumed = run(spec, Session(resume=state, trial_dir=str(tmp_path)))
+    assert min(r["event"] for r in resumed if r["stage"] == "qa") == 2  # nothing before the checkpoint redone
+    want = {k: v for k, v in keyed(full).items() if k[0] == "final" or k[1] >= 2}
+    got = keyed(resumed)
+    assert got.keys() == want.keys()
+    for k in want:
+        for col in ("f1", "exact_match", "step", "flops_train", "examples_seen", "tokens_real", "train_loss"):
+            assert got[k][col] == pytest.approx(want[k][col], rel=1e-5, nan_ok=True), (k, col)
+
+
+def test_a_checkpoint_after_the_last_evaluation_trains_no_further(tmp_path):
+    spec = tiny()
+    full, saved = snapshots(spec, tmp_path)
+    assert saved[-1]["loop"]["finished"]
+    resumed = run(spec, Session(resume=saved[-1], trial_dir=str(tmp_path)))
+    assert [r["stage"] for r in resumed] == ["final", "final"]
+    assert keyed(resumed).keys() == {k for k in keyed(full) if k[0] == "final"}
+    assert {r["f1"] for r in resumed} == {r["f1"] for r in full if r["stage"] == "final"}
+
+
+def test_shards_split_one_global_order():
+    def order(rng):
+        items = list(range(10))
+        rng.shuffle(items)
+        return items
+
+    whole = BatchCursor(order, seed=3)
+    want = [next(it) for it in [iter(whole)] for _ in range(24)]
+    got, skipped = {0: [], 1: []}, {0: [], 1: []}
+    for rank in (0, 1):
+        stream = shard(BatchCursor(order, seed=3), Session(rank=rank, world_size=2), skipped[rank].append)
+        got[rank] = [next(stream) for _ in range(12)]
+    assert got[0] == want[0::2] and got[1] == want[1::2]
+    assert skipped[0][:11] == want[1::2][:11]  # every rank meters the whole job's batches
+
+
+def test_cursor_resumes_mid_epoch():
+    def order(rng):
+        return random.Random(rng.random()).sample(range(7), 7)
+
+    a = BatchCursor(order, seed=1)
+    it = iter(a)
+    first = [next(it) for _ in range(10)]
+    b = BatchCursor(order, seed=1)
+    b.load(a.state())
+    rest = [next(iter(b)) for _ in range(1)]
+    assert rest == [next(it)]
+    assert len(first) == 10
+
+
+def test_rows_dedupe_keeps_the_last_of_each_event(tmp_path):
+    from xlt import results
+
+    base = {"trial_id": "t", "stage": "qa", "eval_set": "en", "f1": 1.0}
+    results.append_rows(tmp_path, [{**base, "event": 0}, {**base, "event": 1}])
+    results.append_rows(tmp_path, [{**base, "event": 1, "f1": 2.0}, {**base, "event": 2}])  # a restart redid event 1
+    rows = rundir.read_rows(tmp_path)
+    assert [(r["event"], r["f1"]) for r in rows] == [(0, 1.0), (1, 2.0), (2, 1.0)]
+    rundir.compact(tmp_path)
+    assert len(results.read_table(tmp_path / results.TABLE)) == 3

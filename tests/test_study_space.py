@@ -1,0 +1,162 @@
+"""Search spaces, resource checks, trial metrics and `xlt status`, without starting Ray."""
+
+import copy
+import json
+import os
+import time
+
+import pytest
+
+from tests.helpers import run_cli
+from xlt import results
+from xlt.errors import XltError
+from xlt.spec import spec_from_dict
+from xlt.study import rundir, space
+from xlt.study.runner import concurrent_fit, parse_driver_resource, resource_gap
+
+pytest.importorskip("ray")
+
+BASE = {
+    "name": "s",
+    "model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64}},
+    "data": {"english": {"synthetic": {"n": 10}},
+             "eval": [{"name": "en-dev", "synthetic": {"n": 5, "split": "dev"}},
+                      {"name": "ru-dev", "lang": "ru", "synthetic": {"n": 5, "split": "dev"}}]},
+}
+
+
+def spec(search=None, resources=None):
+    tree = copy.deepcopy(BASE)
+    if search is not None:
+        tree["search"] = search
+    if resources is not None:
+        tree["resources"] = resources
+    return spec_from_dict(tree)
+
+
+def test_grid_is_every_choice_times_every_seed(tmp_path):
+    s = spec({"algorithm": "grid", "seeds": [0, 1, 2], "space": {"train.lr": [1e-3, 3e-3], "data.seed": [0, 1]}})
+    b = space.build(s, tmp_path)
+    assert b.total == 12 and b.num_samples == 1
+    assert b.param_space["train.seed"] == {"grid_search": [0, 1, 2]}
+    with_points = space.build(spec({"algorithm": "grid", "space": {"train.lr": [1e-3, 3e-3]},
+                                    "points": [{"train.lr": 5e-5}]}), tmp_path)
+    assert with_points.total == 3 and with_points.num_samples == 2  # a point replaces one sample
+
+
+def test_grid_needs_lists(tmp_path):
+    with pytest.raises(XltError, match=r"search.space.train.lr: grid search needs a list"):
+        space.build(spec({"algorithm": "grid", "space": {"train.lr": {"log_range": [1e-4, 1e-3]}}}), tmp_path)
+
+
+def test_tpe_is_optuna_with_storage_in_the_run_dir(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = spec({"algorithm": "tpe", "num_samples": 5, "space": {"train.lr": {"log_range": [1e-4, 1e-3]},
+                                                              "data.target_count": [0, 100]},
+              "points": [{"train.lr": 3e-4, "data.target_count": 0}]})
+    b = space.build(s, tmp_path)
+    assert isinstance(b.search_alg, OptunaSearch) and b.total == 5 and b.metrics == ["f1"]
+    assert (tmp_path / "optuna.db").exists()
+    with pytest.raises(XltError, match="tpe optimises one objective"):
+        space.check(spec({"algorithm": "tpe", "objectives": [{"metric": "f1"}, {"metric": "flops_train", "mode": "min"}]}))
+    with pytest.raises(XltError, match=r"search.points\[0\]: Optuna needs every search.space key"):
+        space.check(spec({"algorithm": "tpe", "space": {"train.lr": {"range": [0.1, 0.2]}, "train.seed": [0, 1]},
+                          "points": [{"train.lr": 0.1}]}))
+
+
+def test_nsga2_objectives_and_metric_names(tmp_path):
+    s = spec({"algorithm": "nsga2", "space": {"train.lr": {"log_range": [1e-4, 1e-3]}}, "asha": True,
+              "objectives": [{"metric": "f1", "eval_set": "ru-dev"}, {"metric": "exact_match", "eval_set": "en-dev"},
+                             {"metric": "flops_train", "mode": "min"}]})
+    b = space.build(s, tmp_path)
+    assert b.primary_set == "ru-dev"
+    assert b.metrics == ["f1", "exact_match/en-dev", "flops_train"] and b.modes == ["max", "max", "min"]
+    assert b.search_alg.metric == b.metrics
+    assert b.scheduler.metric == "f1" and b.scheduler._time_attr == "training_iteration"
+
+
+def test_bad_objectives_are_one_line():
+    with pytest.raises(XltError, match=r"search.objectives\[0\].eval_set: 'xx' is not an eval set"):
+        space.check(spec({"objectives": [{"eval_set": "xx"}]}))
+    with pytest.raises(XltError, match=r"search.objectives\[0\].metric: 'loss' is not one of"):
+        space.check(spec({"objectives": [{"metric": "loss"}]}))
+
+
+def test_random_samples_num_samples(tmp_path):
+    b = space.build(spec({"algorithm": "random", "num_samples": 7,
+                          "space": {"train.lr": {"range": [0.1, 0.2]}, "train.batch_size": {"int_range": [4, 8]}}}),
+                    tmp_path)
+    assert b.total == b.num_samples == 7
+    assert b.param_space["train.batch_size"].upper == 9  # the spec's bounds are inclusive
+
+
+def test_resource_gap_names_what_is_missing():
+    node = {"CPU": 2.0, "memory": 1e9}
+    assert resource_gap(spec(), {"CPU": 2.0}, [node]) is None
+    gpu = resource_gap(spec(resources={"gpus_per_worker": 1}), {"CPU": 2.0}, [node])
+    assert "1 GPU (cluster has 0)" in gpu
+    cpu = resource_gap(spec(resources={"workers": 2, "cpus_per_worker": 2}), {"CPU": 4.0}, [node, node])
+    assert "5 CPU (cluster has 4)" in cpu
+    per_node = resource_gap(spec(resources={"cpus_per_worker": 3}), {"CPU": 4.0}, [node, node])
+    assert per_node.startswith("no node can host a Train worker (3 CPU)")
+    drv = resource_gap(spec(), {"CPU": 2.0}, [node], parse_driver_resource("TRAIN_DRIVER"))
+    assert "0.01 TRAIN_DRIVER (cluster has 0)" in drv
+    assert concurrent_fit(spec(resources={"cpus_per_worker": 1}), {"CPU": 7.0}) == 3
+    with pytest.raises(XltError, match="--driver-resource"):
+        parse_driver_resource("X=abc")
+
+
+def test_event_metrics_carry_every_objective():
+    from xlt.train.worker import event_metrics
+
+    rows = [{"eval_set": "en-dev", "f1": 50.0, "exact_match": 40.0, "stage": "qa", "event": 0, "flops_train": 1e9,
+             "device_seconds": 2.0, "step": 10},
+            {"eval_set": "ru-dev", "f1": 20.0, "exact_match": 10.0, "stage": "qa", "event": 0, "flops_train": 1e9,
+             "device_seconds": 2.0, "step": 10}]
+    m = event_metrics(rows, "ru-dev", {})
+    assert (m["f1"], m["exact_match"], m["f1/en-dev"], m["exact_match/ru-dev"]) == (20.0, 10.0, 50.0, 10.0)
+    assert m["flops_train"] == 1e9 and m["event"] == 0 and m["is_final"] is False
+    later = event_metrics([{**rows[0], "event": 1, "f1": 60.0}], "ru-dev", m)  # a stage scoring en-dev only
+    assert later["f1"] == 20.0 and later["f1/en-dev"] == 60.0
+
+
+def _status_dir(tmp_path, state="done", pid=None):
+    out = tmp_path / "run"
+    rundir.create(out, spec(), None)
+    now = time.time()
+    trials = {"t1": {"params": {"train.lr": 0.001}, "state": "done", "started": now - 100, "ended": now - 40,
+                     "seconds": 60.0, "workers": [{"node_id": "n1"}]},
+              "t2": {"params": {"train.lr": 0.003}, "state": "running", "started": now - 30}}
+    rundir.write_json(out / "status.json", {
+        "study": "s", "run_id": "s-1", "state": state, "driver": {"pid": pid or os.getpid(), "host": os.uname()[1]},
+        "elapsed_seconds": 100.0, "updated": now, "objectives": [["f1", "max"]], "primary_set": "en-dev", "total": 3,
+        "trials": trials})
+    row = {"study": "s", "stage": "qa", "eval_set": "en-dev", "f1": 10.0, "exact_match": 5.0, "flops_train": 1e12,
+           "device_seconds": 36.0, "wall_seconds": 36.0}
+    results.append_rows(out, [{**row, "trial_id": "t1", "event": 0, "time": now - 60},
+                              {**row, "trial_id": "t1", "event": 1, "stage": "final", "f1": 30.0, "time": now - 50},
+                              {**row, "trial_id": "t2", "event": 0, "f1": 40.0, "time": now - 5}])
+    return out
+
+
+def test_status_reads_the_run_directory_alone(tmp_path):
+    out = _status_dir(tmp_path)
+    code, text, err = run_cli("status", str(out))
+    assert code == 0, err
+    assert "1 done, 1 running, 1 pending" in text
+    assert "best: f1 30 (t1" in text  # a finished trial's final score, not a running trial's latest
+    assert "orchestration overhead 24.0s per trial" in text  # 60 s seen by the driver - 36 s in the pipeline
+    st = json.loads(run_cli("status", str(out), "--json")[1])
+    assert st["device_hours_total"] == pytest.approx(72 / 3600)
+    assert st["trials"][0]["nodes"] == ["n1"]
+
+
+def test_status_notices_a_dead_driver(tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    out = _status_dir(tmp_path, state="running", pid=gone.pid)
+    code, text, _ = run_cli("status", str(out))
+    assert code == 0 and "interrupted" in text and "--resume" in text

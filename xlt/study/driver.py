@@ -1,0 +1,85 @@
+"""The trial driver: the Tune function trainable behind every trial.
+
+Ray 2.60 runs Train under Tune only this way (`Tuner(TorchTrainer)` fails with Train V2): the
+driver builds a TorchTrainer for its trial and fits it. The Train run's name is stable
+(`train-<trial id>`), so a trial restored after the study's driver died resumes its Train run
+from the last checkpoint; `trials/<id>/final.json` marks a trial whose Train run finished, so a
+restored trial that had finished reports its result again without training.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlt.study import rundir
+
+FINAL = "final.json"
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial of a study shares (passed with tune.with_parameters)."""
+
+    spec: dict[str, Any]  # the study spec, JSON
+    run_dir: str
+    run_id: str
+    primary_set: str
+
+
+def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
+    from xlt.spec import StudySpec, trial_spec
+
+    spec = StudySpec.model_validate(ctx.spec)
+    extra = {}
+    if spec.adapt is not None and spec.adapt.cache_dir is None:
+        extra["adapt.cache_dir"] = str(Path(ctx.run_dir) / "artifacts")  # shared by all trials and nodes
+    return trial_spec(spec, {**params, **extra})
+
+
+def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
+    import ray
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from xlt.train.worker import train_fn, trial_dir
+
+    trial_id = tune.get_context().get_trial_id()
+    params = dict(config)
+    out = trial_dir(ctx.run_dir, trial_id)
+    final = rundir.read_json(out / FINAL)
+    if final is not None:
+        tune.report(final)
+        return
+    t0 = time.time()
+    spec = trial_spec_for(ctx, params)
+    r = spec.resources
+    per_worker = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "params": params, "run_dir": ctx.run_dir,
+                           "trial_id": trial_id, "run_id": ctx.run_id, "primary_set": ctx.primary_set,
+                           "threads": max(1, int(r.cpus_per_worker))},
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}", storage_path=str(Path(ctx.run_dir) / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    rank0 = rundir.read_json(out / "rank-0.json") or {}
+    metrics = dict(rank0.get("metrics") or result.metrics or {})
+    metrics.pop("checkpoint_path", None)
+    metrics.update(trial_seconds=time.time() - t0, driver_started=t0,
+                   driver_node=ray.get_runtime_context().get_node_id())
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(out / FINAL, metrics)
+    # after a restore, a Train run that had finished sends nothing: report its result once more
+    tune.report(metrics)

@@ -1,0 +1,214 @@
+"""What a person sees while a study runs, and what `xlt status` reads afterwards.
+
+A Tune callback on the study's driver: one line per trial event (start, evaluation, end,
+error) with the counts, the best result so far and the elapsed time; status.json rewritten on
+every event; the row log compacted into results.parquet every few seconds and whenever a trial
+ends, so a partial study can be read at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from xlt.study import rundir
+from xlt.study.driver import FINAL
+from xlt.study.space import Search
+from xlt.train.worker import trial_dir
+
+KEEP = ("event", "stage", "step", "f1", "exact_match", "flops_train", "device_seconds", "wall_seconds",
+        "pipeline_seconds", "trial_seconds", "driver_node", "n_devices", "training_iteration")
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) >= 1e4 or (v and abs(v) < 1e-2) else f"{v:.2f}"
+    return str(v)
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+_live: list[Progress] = []
+
+
+def _this_session() -> Callback:
+    return _live[-1] if _live else Callback()
+
+
+class Progress(Callback):
+    def __reduce__(self):
+        # Tune pickles its callbacks with the experiment and a restored Tuner uses the unpickled
+        # ones: let a restored study report through this session's instance
+        return (_this_session, ())
+
+    def __init__(self, run_dir: Path, search: Search, run: dict[str, Any], address: str | None,
+                 stream: TextIO | None = None, compact_every: float = 10.0):
+        self.run_dir, self.search, self.compact_every = run_dir, search, compact_every
+        self.stream = stream or sys.stdout
+        self.t0 = time.time()
+        self.last_compact = 0.0
+        old = rundir.read_json(run_dir / rundir.STATUS) or {}
+        self.status: dict[str, Any] = {
+            "study": run["study"], "run_id": run["run_id"], "state": "running", "address": address,
+            "driver": {"pid": os.getpid(), "host": socket.gethostname()},
+            "started": old.get("started", self.t0), "session_started": self.t0,
+            "elapsed_seconds": old.get("elapsed_seconds", 0.0), "objectives": list(zip(search.metrics, search.modes, strict=True)),
+            "primary_set": search.primary_set, "total": search.total, "trials": old.get("trials", {}),
+        }
+        self.before = self.status["elapsed_seconds"]  # elapsed in earlier sessions of a resumed run
+        self.write()
+        _live.append(self)
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _trial(self, trial) -> dict[str, Any]:
+        t = self.status["trials"].setdefault(trial.trial_id, {"params": dict(trial.config)})
+        return t
+
+    def counts(self, trials=None) -> dict[str, int]:
+        states = [t["state"] for t in self.status["trials"].values()]
+        done, failed, running = states.count("done"), states.count("failed"), states.count("running")
+        return {"done": done, "running": running, "failed": failed,
+                "pending": max(0, self.search.total - done - failed - running)}
+
+    def best(self) -> tuple[str, float] | None:
+        metric, mode = self.search.metrics[0], self.search.modes[0]
+        scored = [(tid, t["last"][metric]) for tid, t in self.status["trials"].items()
+                  if isinstance(t.get("last", {}).get(metric), int | float) and not math.isnan(t["last"][metric])]
+        if not scored:
+            return None
+        return (max if mode == "max" else min)(scored, key=lambda x: x[1])
+
+    def write(self, state: str | None = None) -> None:
+        now = time.time()
+        if state:
+            self.status["state"] = state
+        if state == "interrupted":
+            for t in self.status["trials"].values():
+                if t.get("state") == "running":
+                    t.update(state="interrupted", last_seen=now)
+        self.status.update(updated=now, elapsed_seconds=self.before + now - self.t0, counts=self.counts())
+        b = self.best()
+        self.status["best"] = None if b is None else {
+            "trial_id": b[0], "metric": self.search.metrics[0], "value": b[1],
+            "params": self.status["trials"][b[0]].get("params")}
+        rundir.write_json(self.run_dir / rundir.STATUS, self.status)
+
+    def compact(self, force: bool = False) -> None:
+        if force or time.time() - self.last_compact >= self.compact_every:
+            self.last_compact = time.time()
+            if (self.run_dir / "rows.jsonl").exists():
+                rundir.compact(self.run_dir)
+
+    def line(self, trial_id: str, what: str) -> None:
+        c = self.counts()
+        b = self.best()
+        best = f"best {self.search.metrics[0]} {fmt(b[1])} ({b[0]})" if b else "best -"
+        fails = f" failed {c['failed']}" if c["failed"] else ""
+        print(f"[{clock(self.before + time.time() - self.t0)}] {trial_id} {what} | done {c['done']} running {c['running']}"
+              f" pending {c['pending']}{fails} | {best}", file=self.stream, flush=True)
+
+    # ---------------------------------------------------------------- Tune hooks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        t = self._trial(trial)
+        t.update(state="running", started=t.get("started") or time.time())
+        self.write()
+        params = " ".join(f"{k}={fmt(v)}" for k, v in trial.config.items())
+        self.line(trial.trial_id, f"start {params}".rstrip())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        t = self._trial(trial)
+        t["last"] = {k: result[k] for k in KEEP if k in result}
+        t["last"].update({k: v for k, v in result.items() if k.startswith(("f1/", "exact_match/"))})
+        self.write()
+        self.compact()
+        if "event" in result and "trial_seconds" not in result:  # not the driver's closing repeat
+            objective = " ".join(f"{m} {fmt(result[m])}" for m in self.search.metrics if m in result)
+            self.line(trial.trial_id, f"{result.get('stage', '')} step {result.get('step', '?')} {objective}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "done")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "failed")
+
+    def _finish(self, trial, state: str) -> None:
+        t = self._trial(trial)
+        now = time.time()
+        t.update(state=state, ended=now)
+        if t.get("started"):
+            t["seconds"] = t.get("seconds_before", 0.0) + now - t["started"]
+        ranks = sorted(trial_dir(self.run_dir, trial.trial_id).glob("rank-*.json"))
+        t["workers"] = [json.loads(p.read_text()) for p in ranks]
+        if state == "failed":
+            t["error"] = _error_line(trial)
+        self.write()
+        self.compact(force=True)
+        last = t.get("last", {})
+        if state == "done":
+            scores = " ".join(f"{m} {fmt(last[m])}" for m in self.search.metrics if m in last)
+            self.line(trial.trial_id, f"done {scores} in {t.get('seconds', 0):.0f}s")
+        else:
+            self.line(trial.trial_id, f"FAILED: {t['error']}")
+
+    def resumed(self) -> None:
+        """A restored study: trials that were running get their time so far kept, not double-counted."""
+        for t in self.status["trials"].values():
+            if t.get("state") in ("running", "interrupted"):
+                t["state"] = "pending"
+                if t.get("started"):
+                    t["seconds_before"] = t.get("seconds_before", 0.0) + (t.get("last_seen") or t["started"]) - t["started"]
+                t["started"] = None
+
+    def on_experiment_end(self, trials, **info):
+        # Tune's view wins: a trial that ended just before a driver was killed may be recorded
+        # as running here but as finished in the experiment state the study resumed from
+        # (Tune also marks trials it stopped on Ctrl-C as terminated: only a trial whose driver
+        # wrote its final result is done)
+        for tr in trials:
+            t = self._trial(tr)
+            if tr.status == "ERROR":
+                t["state"] = "failed"
+            elif tr.status == "TERMINATED" and t.get("state") != "done" \
+                    and (trial_dir(self.run_dir, tr.trial_id) / FINAL).exists():
+                t["state"] = "done"
+        self.write()
+
+    def on_step_end(self, iteration, trials, **info):
+        # keep the per-trial "last seen" so a killed run's trial time is known on resume
+        if iteration % 50 == 0:
+            now = time.time()
+            for tr in trials:
+                t = self.status["trials"].get(tr.trial_id)
+                if t is not None and t.get("state") == "running":
+                    t["last_seen"] = now
+            self.write()
+
+
+def _error_line(trial) -> str:
+    """The last line of the trial's error (Tune keeps the traceback in error.txt)."""
+    path = getattr(trial, "error_file", None) or ""
+    text = ""
+    try:
+        if path and Path(path).exists():
+            text = Path(path).read_text(errors="replace")
+    except OSError:
+        pass
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "XltError" in ln or "Error" in ln or "error" in ln:
+            return ln[:300]
+    return lines[-1][:300] if lines else "trial failed (see ray/tune for the traceback)"

@@ -1,0 +1,112 @@
+"""The run directory of a study: everything a run leaves, readable without Ray.
+
+    spec.json        the resolved study spec (what --resume checks against)
+    run.json         run id, spec hash, when it was created
+    status.json      state (running | done | failed | interrupted), counts, per-trial state and timing
+    rows.jsonl       result rows as the trials report them (rank 0 of each trial appends)
+    results.parquet  the rows compacted (deduplicated), rewritten atomically while the study runs
+    optuna.db        the Optuna study (tpe, nsga2)
+    trials/<id>/     per trial: rank markers, final.json, the model
+    artifacts/       shared between trials (e.g. the adaptation cache)
+    ray/             Tune's experiment state (ray/tune) and the Train runs (ray/train-<trial id>)
+    DONE             written when the study has finished
+
+On a cluster the directory must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from xlt import results
+from xlt.errors import XltError
+from xlt.spec import StudySpec
+
+SPEC, RUN, STATUS, DONE = "spec.json", "run.json", "status.json", "DONE"
+TUNE_NAME = "tune"
+# (trial, stage, event, eval set) is one row; a worker restarted from a checkpoint may log an event again
+ROW_KEY = ("trial_id", "stage", "event", "eval_set")
+
+
+def write_json(path: Path, data: Any) -> None:
+    results.atomic_write_bytes(path, json.dumps(data, indent=1, default=str).encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise XltError(f"{path}: not a JSON file ({e})") from None
+
+
+def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
+    """Check `out` against --resume and the spec (before anything starts); returns the run.json of
+    the run to resume, or None for a new run."""
+    busy = out.exists() and any(out.iterdir())
+    if busy and not resume:
+        raise XltError(f"{out}: run directory exists and is not empty: add --resume to continue it, "
+                       "or choose another --out")
+    if not busy:
+        return None
+    saved = read_json(out / SPEC)
+    if saved is None:
+        raise XltError(f"{out}: not a run directory of xlt run (no {SPEC}); choose another --out")
+    try:
+        old = StudySpec.model_validate(saved)
+    except Exception:
+        raise XltError(f"{out}/{SPEC}: not a spec this xlt version reads; choose another --out") from None
+    if old.name != spec.name:
+        raise XltError(f"{out}: holds study '{old.name}', not '{spec.name}': choose another --out to run it")
+    if old.hash() != spec.hash():
+        raise XltError(f"{out}: study '{spec.name}' there was run with a different spec (hash {old.hash()}, "
+                       f"now {spec.hash()}): same file and overrides to resume, or another --out")
+    return read_json(out / RUN)
+
+
+def create(out: Path, spec: StudySpec, run: dict[str, Any] | None) -> dict[str, Any]:
+    """Write spec.json and run.json (kept as they are when resuming)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if run is not None:
+        return run
+    write_json(out / SPEC, spec.model_dump(mode="json"))
+    run = {"run_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "study": spec.name, "spec_hash": spec.hash(),
+           "created": time.time()}
+    write_json(out / RUN, run)
+    return run
+
+
+def dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key; the last logged wins (a rerun after a checkpoint supersedes what it redoes)."""
+    kept: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        kept[tuple(r.get(k) for k in ROW_KEY)] = r
+    return list(kept.values())
+
+
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The study's rows, deduplicated: from the log when there is one, else from the table."""
+    if (run_dir / results.ROWS_LOG).exists():
+        return dedupe(results.read_log(run_dir))
+    if (run_dir / results.TABLE).exists():
+        return results.read_table(run_dir).to_dict("records")
+    return []
+
+
+def compact(run_dir: Path) -> Path:
+    return results.write_table(run_dir, dedupe(results.read_log(run_dir)))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,256 @@
+"""`xlt run`: a study on Ray Tune, trials on Ray Train, results in the run directory.
+
+    connect      an embedded local Ray (default) or an existing cluster (--address / RAY_ADDRESS)
+    resources    one trial must fit (1 CPU for its driver + workers x per-worker CPUs/GPUs, and
+                 one worker on one node), else a one-line error: Train would wait forever
+    Tuner        trial driver (xlt.study.driver) x search (xlt.study.space), storage DIR/ray;
+                 --resume restores it (completed trials kept, the searcher's state kept,
+                 interrupted trials resumed from their checkpoints)
+    end          results.parquet, status.json, DONE (the CLI then writes the dashboard)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlt.errors import XltError
+from xlt.spec import StudySpec
+from xlt.study import rundir
+
+# Train's controller polls its workers this often (default 2 s): trials start and end sooner,
+# for a little CPU while they run
+ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    address: str | None = None
+    resume: bool = False
+    driver_resource: tuple[str, float] | None = None  # custom resource every trial driver needs
+    wait_resources: float = 0.0  # seconds to wait for a cluster to scale up to one trial
+
+
+def parse_driver_resource(text: str | None) -> tuple[str, float] | None:
+    if not text:
+        return None
+    name, _, amount = text.partition("=")
+    try:
+        value = float(amount) if amount else 0.01
+    except ValueError:
+        raise XltError(f"--driver-resource {text}: expected NAME or NAME=AMOUNT") from None
+    if not name or value <= 0:
+        raise XltError(f"--driver-resource {text}: expected NAME or NAME=AMOUNT with AMOUNT > 0")
+    return name, value
+
+
+# ---------------------------------------------------------------- Ray
+
+
+def _reachable(address: str) -> None:
+    """Fail in seconds, not minutes (ray.init retries an unreachable GCS for a long time)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise XltError(f"--address {address}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise XltError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def connect(address: str | None) -> bool:
+    """ray.init; returns whether this call started Ray (and so should shut it down)."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        _reachable(address)
+    if ray.is_initialized():
+        return False
+    for k, v in ENV.items():
+        os.environ.setdefault(k, v)
+    quiet: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR,
+                                 runtime_env={"env_vars": {k: os.environ[k] for k in ENV}})
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise XltError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, **quiet)
+    return True
+
+
+def _bundles(spec: StudySpec, driver_resource: tuple[str, float] | None) -> tuple[dict[str, float], dict[str, float]]:
+    r = spec.resources
+    driver = {"CPU": 1.0, **({driver_resource[0]: driver_resource[1]} if driver_resource else {})}
+    worker = {"CPU": float(r.cpus_per_worker), **({"GPU": float(r.gpus_per_worker)} if r.gpus_per_worker else {})}
+    return driver, worker
+
+
+def resource_gap(spec: StudySpec, total: dict[str, float], nodes: list[dict[str, float]],
+                 driver_resource: tuple[str, float] | None = None) -> str | None:
+    """What one trial needs that the cluster lacks, as one line; None if a trial fits."""
+    r = spec.resources
+    driver, worker = _bundles(spec, driver_resource)
+    need = dict(driver)
+    for k, v in worker.items():
+        need[k] = need.get(k, 0.0) + r.workers * v
+    short = [f"{v:g} {k} (cluster has {total.get(k, 0):g})" for k, v in need.items() if total.get(k, 0) + 1e-9 < v]
+    what = (f"1 trial = 1 CPU for its driver + {r.workers} worker(s) x {r.cpus_per_worker:g} CPU"
+            + (f" + {r.gpus_per_worker:g} GPU" if r.gpus_per_worker else ""))
+    if short:
+        return f"not enough resources: {what}; needs {', '.join(short)}"
+    for name, bundle in (("Train worker", worker), ("trial driver", driver)):
+        if not any(all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items()) for n in nodes):
+            largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            have = ", ".join(f"{largest.get(k, 0):g} {k}" for k in bundle)
+            want = ", ".join(f"{v:g} {k}" for k, v in bundle.items())
+            return f"no node can host a {name} ({want}); the largest node has {have}"
+    return None
+
+
+def concurrent_fit(spec: StudySpec, total: dict[str, float], driver_resource=None) -> int:
+    r = spec.resources
+    driver, worker = _bundles(spec, driver_resource)
+    need = dict(driver)
+    for k, v in worker.items():
+        need[k] = need.get(k, 0.0) + r.workers * v
+    return int(min(math.floor(total.get(k, 0) / v + 1e-9) for k, v in need.items()))
+
+
+def check_resources(spec: StudySpec, opts: RunOptions) -> None:
+    import ray
+
+    deadline = time.time() + opts.wait_resources
+    asked = False
+    while True:
+        total = ray.cluster_resources()
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        gap = resource_gap(spec, total, nodes, opts.driver_resource)
+        if gap is None or time.time() >= deadline:
+            break
+        if not asked:  # an autoscaling cluster starts nodes for what is asked of it
+            driver, worker = _bundles(spec, opts.driver_resource)
+            try:
+                from ray.autoscaler.sdk import request_resources
+
+                request_resources(bundles=[driver] + [worker] * spec.resources.workers)
+            except Exception:  # noqa: BLE001 - not every cluster has an autoscaler
+                pass
+            asked = True
+            print(f"xlt: waiting up to {opts.wait_resources:.0f}s for the cluster: {gap}", file=sys.stderr)
+        time.sleep(5)
+    if gap is not None:
+        raise XltError(gap)
+    fits = concurrent_fit(spec, total, opts.driver_resource)
+    if fits < spec.resources.max_concurrent_trials:
+        print(f"xlt: note: the cluster fits {fits} concurrent trial(s), not resources.max_concurrent_trials="
+              f"{spec.resources.max_concurrent_trials}; the rest wait their turn", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progress, restore: bool):
+    from ray import tune
+
+    from xlt.study.driver import StudyContext, trial_driver
+
+    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"],
+                       primary_set=search.primary_set)
+    driver, _ = _bundles(spec, opts.driver_resource)
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
+                                    {"cpu": driver.pop("CPU"), **driver})
+    storage = opts.out / "ray"
+    if restore:
+        return tune.Tuner.restore(str(storage / rundir.TUNE_NAME), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=search.param_space,
+        tune_config=tune.TuneConfig(search_alg=search.search_alg, scheduler=search.scheduler,
+                                    num_samples=search.num_samples,
+                                    max_concurrent_trials=spec.resources.max_concurrent_trials),
+        run_config=tune.RunConfig(name=rundir.TUNE_NAME, storage_path=str(storage), verbose=0,
+                                  callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def run_study(spec: StudySpec, opts: RunOptions) -> int:
+    """Run (or resume) a study; returns the exit code (0 done, 1 some trials failed or interrupted)."""
+    opts.out = opts.out.resolve()
+    old_run = rundir.check(opts.out, spec, opts.resume)
+    from xlt.study import space
+
+    space.check(spec)
+    # Tune saves its experiment state at most this often: a killed driver loses at most this much
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    started = connect(opts.address)
+    try:
+        return _run(spec, opts, old_run)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> int:
+    import ray
+    from ray import tune
+
+    from xlt.study import space
+    from xlt.study.progress import Progress, clock
+
+    check_resources(spec, opts)
+    run = rundir.create(opts.out, spec, old_run)
+    (opts.out / rundir.DONE).unlink(missing_ok=True)
+    search = space.build(spec, opts.out)
+    progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"))
+    restore = opts.resume and tune.Tuner.can_restore(str(opts.out / "ray" / rundir.TUNE_NAME))
+    if restore:
+        progress.resumed()
+    res = spec.resources
+    where = "local Ray" if not (opts.address or os.environ.get("RAY_ADDRESS")) else f"Ray at {opts.address or os.environ['RAY_ADDRESS']}"
+    cpus = ray.cluster_resources().get("CPU", 0)
+    print(f"xlt: {'resuming' if restore else 'running'} study '{spec.name}' ({search.total} trials, "
+          f"{spec.search.algorithm}, {res.workers} worker(s)/trial, up to {res.max_concurrent_trials} at a time) "
+          f"on {where} ({cpus:g} CPUs) -> {opts.out}", flush=True)
+    tuner = _tuner(spec, opts, run, search, progress, restore)
+    state = "failed"
+    try:
+        grid = tuner.fit()
+        errors = grid.num_errors
+        c = progress.counts()
+        unfinished = c["pending"] + c["running"]
+        state = "failed" if errors else ("interrupted" if unfinished else "done")
+    except KeyboardInterrupt:
+        state = "interrupted"
+        raise
+    finally:
+        if (opts.out / "rows.jsonl").exists():
+            rundir.compact(opts.out)
+        progress.write(state)
+    if state != "interrupted":
+        (opts.out / rundir.DONE).write_text(f"{state} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    b = progress.best()
+    c = progress.counts()
+    print(f"xlt: {state}: {c['done']} trials done, {c['failed']} failed in {clock(progress.status['elapsed_seconds'])}"
+          + (f"; best {search.metrics[0]} {b[1]:.4g} ({b[0]})" if b else "") + f"; results: {opts.out / 'results.parquet'}")
+    if state == "interrupted":
+        print(f"xlt: continue with: xlt run ... --out {opts.out} --resume", file=sys.stderr)
+    return 0 if state == "done" else 1

@@ -1,0 +1,151 @@
+"""A study's `search` section -> what Ray Tune needs: parameter space, search algorithm,
+scheduler, and the names of the metrics the objectives read.
+
+    tpe    Optuna TPE, one objective              (OptunaSearch, storage DIR/optuna.db)
+    nsga2  Optuna NSGA-II, one or more objectives (OptunaSearch with metric/mode lists)
+    grid   every combination of `choice` values x `search.seeds` (as train.seed): Tune's
+           BasicVariantGenerator (Optuna rejects grid_search)
+    random Tune's BasicVariantGenerator sampling `num_samples` points
+
+Trial parameters keep the spec's dotted keys (`train.lr`), so a trial is `trial_spec(spec, params)`.
+Metric names (what the trial reports, see xlt.train.worker.event_metrics): `f1` and
+`exact_match` of the primary eval set, `f1/<set>` and `exact_match/<set>` of every set,
+`flops_train`, `device_seconds`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xlt.errors import XltError
+from xlt.spec import Objective, Param, StudySpec
+
+METRICS = ("f1", "exact_match", "flops_train", "device_seconds")
+
+
+@dataclass
+class Search:
+    param_space: dict[str, Any]
+    search_alg: Any
+    scheduler: Any
+    num_samples: int
+    total: int  # trials the study will run
+    metrics: list[str]  # one per objective
+    modes: list[str]
+    primary_set: str
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+def primary_set(spec: StudySpec) -> str:
+    """The eval set whose scores are reported as bare `f1`/`exact_match`: the first score
+    objective's set, else the validation set."""
+    for obj in spec.search.objectives:
+        if obj.metric in ("f1", "exact_match") and obj.eval_set:
+            return obj.eval_set
+    return spec.data.validation_set.label
+
+
+def metric_name(obj: Objective, spec: StudySpec) -> str:
+    if obj.metric in ("f1", "exact_match") and obj.eval_set and obj.eval_set != primary_set(spec):
+        return f"{obj.metric}/{obj.eval_set}"
+    return obj.metric
+
+
+def check(spec: StudySpec) -> None:
+    """Errors Tune or Optuna would raise late (or never), as one line naming the key."""
+    s = spec.search
+    labels = [e.label for e in spec.data.eval]
+    for i, obj in enumerate(s.objectives):
+        if obj.metric not in METRICS:
+            raise XltError(f"search.objectives[{i}].metric: '{obj.metric}' is not one of {', '.join(METRICS)}")
+        if obj.eval_set is not None and obj.eval_set not in labels:
+            raise XltError(f"search.objectives[{i}].eval_set: '{obj.eval_set}' is not an eval set (have {labels})")
+    if s.algorithm == "tpe" and len(s.objectives) > 1:
+        raise XltError(f"search.algorithm: tpe optimises one objective, got {len(s.objectives)}: use nsga2")
+    if s.algorithm == "grid":
+        for key, p in s.space.items():
+            if p.choice is None:
+                raise XltError(f"search.space.{key}: grid search needs a list of values")
+    for i, point in enumerate(s.points):
+        unknown = sorted(set(point) - set(s.space))
+        if unknown:
+            raise XltError(f"search.points[{i}]: '{unknown[0]}' is not a key of search.space")
+        if s.algorithm in ("tpe", "nsga2") and set(point) != set(s.space):
+            missing = sorted(set(s.space) - set(point))
+            raise XltError(f"search.points[{i}]: Optuna needs every search.space key, missing '{missing[0]}'")
+
+
+def tune_domain(p: Param):
+    from ray import tune
+
+    if p.range is not None:
+        return tune.uniform(*p.range)
+    if p.log_range is not None:
+        return tune.loguniform(*p.log_range)
+    if p.int_range is not None:
+        return tune.randint(p.int_range[0], p.int_range[1] + 1)  # the spec's bounds are inclusive
+    return tune.choice(list(p.choice))  # type: ignore[arg-type]
+
+
+def optuna_distribution(p: Param):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if p.range is not None:
+        return FloatDistribution(*p.range)
+    if p.log_range is not None:
+        return FloatDistribution(*p.log_range, log=True)
+    if p.int_range is not None:
+        return IntDistribution(*p.int_range)
+    return CategoricalDistribution(list(p.choice))  # type: ignore[arg-type]
+
+
+def build(spec: StudySpec, run_dir: Path) -> Search:
+    check(spec)
+    s = spec.search
+    metrics = [metric_name(o, spec) for o in s.objectives]
+    modes = [o.mode for o in s.objectives]
+    points = [dict(p) for p in s.points]
+    seed = s.seeds[0]
+    scheduler = None
+    if s.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        # the evaluation-event axis: each Train report is one Tune iteration
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metrics[0], mode=modes[0],
+                                  grace_period=s.asha_grace, reduction_factor=s.asha_reduction, max_t=10_000)
+    if s.algorithm in ("tpe", "nsga2") and s.space:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per created study is noise here
+        sampler = (optuna.samplers.TPESampler(seed=seed) if s.algorithm == "tpe"
+                   else optuna.samplers.NSGAIISampler(seed=seed))
+        multi = s.algorithm == "nsga2"
+        alg = OptunaSearch(
+            space={k: optuna_distribution(p) for k, p in s.space.items()},
+            metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
+            points_to_evaluate=points or None, sampler=sampler, study_name=spec.name,
+            storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
+        )
+        return Search({}, alg, scheduler, s.num_samples, s.num_samples, metrics, modes, primary_set(spec), points)
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if s.algorithm == "grid":
+        space: dict[str, Any] = {k: tune.grid_search(list(p.choice)) for k, p in s.space.items()}  # type: ignore[arg-type]
+        if "train.seed" not in space:
+            space["train.seed"] = tune.grid_search(list(s.seeds))
+        sizes = {k: len(v["grid_search"]) for k, v in space.items()}
+        # each point replaces one sample, and grid keys a point leaves open expand under it
+        total = math.prod(sizes.values()) + sum(math.prod(n for k, n in sizes.items() if k not in pt) for pt in points)
+        num_samples = 1 + len(points)
+    else:  # random, or an Optuna study with nothing to search (repeats)
+        space = {k: tune_domain(p) for k, p in s.space.items()}
+        total = num_samples = s.num_samples
+    # Tune applies max_concurrent_trials only to the generator it builds itself, not to one passed in
+    alg = BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed,
+                                max_concurrent=spec.resources.max_concurrent_trials)
+    return Search(space, alg, scheduler, num_samples, total, metrics, modes, primary_set(spec), points)

@@ -1,0 +1,182 @@
+"""The Ray Train per-worker entry point: one rank of one trial.
+
+The trial driver (xlt.study.driver) starts `train_fn` on every worker of a TorchTrainer. Each
+rank runs the Ray-free pipeline (xlt.train.trial) with a `loop.Session` that carries its rank,
+the DDP wrapper and checkpoint hooks. Rank 0 appends the result rows to the run directory's log
+as they come; every rank calls `ray.train.report` once per evaluation event (it is a barrier),
+rank 0 with a checkpoint, so a restarted worker group resumes after the last evaluation.
+
+This is the one train module that imports Ray.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed
+
+from xlt import results
+from xlt.spec import StudySpec
+from xlt.train.loop import Session
+from xlt.train.qa import TrialInfo
+
+STATE_FILE = "state.pt"
+
+
+def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
+    return Path(run_dir) / "trials" / trial_id
+
+
+def event_metrics(rows: list[dict[str, Any]], primary: str, last: dict[str, Any]) -> dict[str, Any]:
+    """What Tune sees of one evaluation event: `f1`/`exact_match` of the primary eval set,
+    `f1/<set>` and `exact_match/<set>` of every set, and the compute so far. Values an event
+    lacks (a stage that evaluates other sets) carry over from the last event, so every report
+    holds every objective."""
+    m = dict(last)
+    for r in rows:
+        m[f"f1/{r['eval_set']}"] = r["f1"]
+        m[f"exact_match/{r['eval_set']}"] = r["exact_match"]
+        if r["eval_set"] == primary:
+            m["f1"], m["exact_match"] = r["f1"], r["exact_match"]
+    r0 = rows[0]
+    for k in ("flops_train", "flops_eval", "device_seconds", "wall_seconds", "pipeline_seconds", "step",
+              "examples_seen", "n_devices"):
+        m[k] = r0.get(k)
+    m.update(stage=r0["stage"], event=r0["event"], is_final=bool(r0.get("is_final")))
+    m.setdefault("f1", math.nan)
+    m.setdefault("exact_match", math.nan)
+    return m
+
+
+class _Reporter:
+    """Turns pipeline reports into Ray Train reports, one per evaluation event on every rank.
+
+    A pipeline that supports checkpoints calls `session.on_event` after each evaluation, once its
+    state is updated: the event is reported then, with a checkpoint. An event the pipeline does
+    not follow with `on_event` is reported when the next one arrives, or at the end."""
+
+    def __init__(self, cfg: dict[str, Any], rank: int, marker: _Marker):
+        self.cfg, self.rank, self.marker = cfg, rank, marker
+        self.pending: dict[str, Any] | None = None
+        self.last: dict[str, Any] = {}
+        self.reports = 0
+
+    def rows(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self.pending is not None:
+            self._send(None)
+        if self.rank == 0:
+            results.append_rows(self.cfg["run_dir"], rows)
+        self.last = event_metrics(rows, self.cfg["primary_set"], self.last)
+        self.pending = self.last
+
+    def on_event(self, state) -> None:
+        if self.pending is None:
+            return
+        if self.rank != 0:
+            self._send(None)
+            return
+        with tempfile.TemporaryDirectory(prefix="xlt-ckpt-") as tmp:
+            torch.save(state(), Path(tmp) / STATE_FILE)
+            self._send(ray.train.Checkpoint.from_directory(tmp))
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            self._send(None)
+
+    def _send(self, checkpoint) -> None:
+        metrics, self.pending = self.pending, None
+        ray.train.report(metrics, checkpoint=checkpoint)
+        self.reports += 1
+        # the trial driver reads rank 0's last metrics: Train's Result.metrics are those of the last checkpoint
+        self.marker.update(reports=self.reports, metrics=metrics)
+
+
+class _Marker:
+    """trials/<id>/rank-<r>.json: where this rank runs and how far it got (status, tests)."""
+
+    def __init__(self, path: Path, **info: Any):
+        self.path, self.info = path, info
+        self.update()
+
+    def update(self, **info: Any) -> None:
+        self.info.update(info, updated=time.time())
+        results.atomic_write_bytes(self.path, json.dumps(self.info, indent=1).encode())
+
+
+def _load_checkpoint() -> dict[str, Any] | None:
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        path = Path(d) / STATE_FILE
+        return torch.load(path, weights_only=True) if path.exists() else None
+
+
+def train_fn(cfg: dict[str, Any]) -> None:
+    """One rank of one trial. `cfg`: spec (the trial's resolved spec, JSON), params, run_dir,
+    trial_id, run_id, primary_set, threads."""
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec = StudySpec.model_validate(cfg["spec"])
+    torch.set_num_threads(spec.train.threads or cfg["threads"])
+    device = ray.train.torch.get_device()
+    out = trial_dir(cfg["run_dir"], cfg["trial_id"])
+    out.mkdir(parents=True, exist_ok=True)
+    saved = _load_checkpoint()
+    marker = _Marker(out / f"rank-{rank}.json", rank=rank, world_size=world, pid=os.getpid(),
+                     node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
+                     device=str(device), started=time.time(), trained_batches=0,
+                     resumed_from_event=None if saved is None else len(saved.get("events", [])) - 1)
+    reporter = _Reporter(cfg, rank, marker)
+    counted = {"batches": 0}
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        def count(*_):
+            counted["batches"] += 1
+            marker.info["trained_batches"] = counted["batches"]
+
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model.register_forward_pre_hook(count)  # the training forward passes of this rank
+        return model
+
+    session = Session(rank=rank, world_size=world, wrap=wrap, resume=saved, on_event=reporter.on_event,
+                      trial_dir=str(out), barrier=torch.distributed.barrier if world > 1 else None)
+    info = TrialInfo(study=spec.name, run_id=cfg["run_id"], trial_id=cfg["trial_id"], params=cfg["params"],
+                     provenance=results.provenance())
+    _run(spec, reporter.rows, info, out if rank == 0 else None, device, session)
+    reporter.flush()
+    marker.update(finished=time.time())
+
+
+def _run(spec: StudySpec, report, info: TrialInfo, out_dir: Path | None, device, session: Session) -> None:
+    from xlt.train.trial import run_pipeline
+
+    if spec.task == "qa":
+        from xlt.train.qa import run_qa
+
+        run_qa(spec, report, info, out_dir=out_dir, device=device, session=session)
+        return
+    if spec.task == "adapt":
+        from xlt.train import adapt
+
+        # a pipeline that takes a session gets checkpoints and data parallelism; others run whole on every rank
+        if "session" in inspect.signature(adapt.run_adapt).parameters:
+            adapt.run_adapt(spec, report, info, out_dir=out_dir, device=device, session=session)
+            return
+    run_pipeline(spec, report, info, out_dir or Path(tempfile.mkdtemp(prefix="xlt-rank-")), device)
