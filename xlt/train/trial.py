@@ -45,4 +45,5 @@ def run_trial_local(spec: StudySpec, out: Path, params: dict[str, Any]) -> dict[
 
     final = run_pipeline(spec, report, info, out)
     table = results.write_table(out)
+    (out / "DONE").touch()  # the dashboard tells a finished trial from one still running or killed
     return {"run_dir": str(out), "results": str(table), "final": final}
