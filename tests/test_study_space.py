@@ -160,3 +160,18 @@ def test_status_notices_a_dead_driver(tmp_path):
     out = _status_dir(tmp_path, state="running", pid=gone.pid)
     code, text, _ = run_cli("status", str(out))
     assert code == 0 and "interrupted" in text and "--resume" in text
+
+
+def test_trials_share_the_run_directory_artifacts(tmp_path):
+    from xlt.study.driver import StudyContext, trial_spec_for
+
+    tree = copy.deepcopy(BASE)
+    tree.update(task="adapt", adapt={"synthetic_lines": 10})
+    ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r",
+                       primary_set="en-dev")
+    t = trial_spec_for(ctx, {"adapt.depth": 2})
+    assert t.adapt.depth == 2 and t.adapt.cache_dir == str(tmp_path / "artifacts")
+    tree["adapt"]["cache_dir"] = "/elsewhere"
+    ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r",
+                       primary_set="en-dev")
+    assert trial_spec_for(ctx, {}).adapt.cache_dir == "/elsewhere"  # a study's own choice stands

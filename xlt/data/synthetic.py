@@ -160,9 +160,9 @@ _FORMS: dict[tuple[str, str], tuple[str, ...]] = {
 _YEARS = (1900, 2009)
 # paragraph shape: people per paragraph, facts per person, chance of a meeting fact, chance
 # that a question asks "who" (reverse) when the fact's value is unique, questions per paragraph
-_PEOPLE = (2, 3)
+_PEOPLE = (2, 2, 3)  # drawn uniformly: two people twice as often as three
 _FACTS_PER_PERSON = {2: (3, 4), 3: (2, 3)}  # by number of people
-_P_MEET = 0.3
+_P_MEET = 0.2
 _P_REVERSE = 0.2
 _QUESTIONS = (4, 6)
 _N_TMPL = 3  # sentence templates per relation (each relation has exactly this many)
@@ -725,14 +725,19 @@ def make_text(lang: str, n_lines: int, seed: int = 0) -> list[str]:
     """`n_lines` sentences of raw `lang` text: about two thirds facts, one third questions.
 
     Same world and grammar as `make_squad`; parallel across languages for equal seeds;
-    different seeds give different text of the same distribution.
+    different seeds give different text of the same distribution. Drawn from train-bucket
+    paragraphs only, so no dev or test paragraph is ever part of the text.
     """
     _check(lang, n_lines, "n_lines", seed)
+    lo, hi = _BUCKETS["train"]
     lines: list[str] = []
     k = 0
     while len(lines) < n_lines:
-        par = _draw(random.Random(f"xlt-synthetic-text:{seed}:{k}"))
+        rng = random.Random(f"xlt-synthetic-text:{seed}:{k}")
         k += 1
+        par = _draw(rng)
+        while not lo <= _bucket(par) <= hi:
+            par = _draw(rng)
         for fact in par.facts:
             lines.append(_render(lang, _RELATIONS[fact.rel]["facts"][lang][fact.tmpl], par, fact)[0])
         lines.extend(_render_paragraph(lang, par)[2])

@@ -209,6 +209,9 @@ def _error_line(trial) -> str:
         pass
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
-        if "XltError" in ln or "Error" in ln or "error" in ln:
+        if "XltError: " in ln:  # bad input inside the trial: its one line says it all
+            return ln.split("XltError: ", 1)[1][:300]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln:
             return ln[:300]
     return lines[-1][:300] if lines else "trial failed (see ray/tune for the traceback)"
