@@ -28,6 +28,8 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     speedup_tokens_vs_hf_padded, speedup_tokens_vs_hf_dynamic   real tokens/s ratios (medians)
     speedup_tokens_best_vs_hf_padded, speedup_tokens_best_vs_hf_dynamic   the same, fastest
                             round of each (on a shared machine, the least disturbed one)
+    speedup_cpu_vs_hf_padded, speedup_cpu_vs_hf_dynamic   ratios of median train_cpu_seconds
+                            (the same tokens; CPU time moves less with other load than wall time)
     f1_minus_hf_padded, f1_minus_hf_dynamic                     F1 points
   qa_eval                 evaluation: windowing + forward + decoding (xlt.bench.qa_eval)
     settings
@@ -36,6 +38,7 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     hf_pipeline_implementation  which pipeline ran (transformers' own, or the 4.53 port)
     speedup_vs_hf_pipeline, speedup_vs_hf_run_qa                examples/s ratios (medians)
     speedup_best_vs_hf_pipeline, speedup_best_vs_hf_run_qa      the same, fastest rounds
+    speedup_cpu_vs_hf_pipeline, speedup_cpu_vs_hf_run_qa        ratios of median cpu_seconds
     agreement.xlt_vs_hf_pipeline, agreement.xlt_vs_hf_run_qa:
         n, identical, identical_share, differences[{id, a (xlt), b}]
     agreement.pipeline_rule_stages{pipeline_inputs, per_window_softmax, merge_equal_answers,
@@ -176,26 +179,31 @@ def format_table(out: dict[str, Any]) -> str:
     tr = out.get("qa_train")
     if tr:
         lines += ["", "QA fine-tuning   " + tr["model"], f"  {'contender':<12}{'real tok/s':>11}{'ex/s':>8}"
-                  f"{'windows/s':>10}{'pad %':>7}{'train s':>9}{'prep s':>8}{'F1':>7}{'EM':>7}"]
+                  f"{'windows/s':>10}{'pad %':>7}{'train s':>9}{'CPU s':>8}{'prep s':>8}{'F1':>7}{'EM':>7}"]
         for name, c in tr["contenders"].items():
             lines.append(f"  {name:<12}{_f(c['tokens_real_per_s'], '.0f'):>11}{_f(c['examples_per_s'], '.2f'):>8}"
                          f"{_f(c['windows_per_s'], '.2f'):>10}{_f(100 * c['padding_share'], '.1f'):>7}"
-                         f"{_f(c['train_seconds'], '.1f'):>9}{_f(c['prep_seconds'], '.1f'):>8}"
+                         f"{_f(c['train_seconds'], '.1f'):>9}{_f(c['train_cpu_seconds'], '.1f'):>8}"
+                         f"{_f(c['prep_seconds'], '.1f'):>8}"
                          f"{_f(c['f1'], '.2f'):>7}{_f(c['exact_match'], '.2f'):>7}")
         lines.append(f"  xlt real tokens/s: {_f(tr['speedup_tokens_vs_hf_padded'], '.2f')}x hf_padded, "
                      f"{_f(tr['speedup_tokens_vs_hf_dynamic'], '.2f')}x hf_dynamic (fastest rounds: "
-                     f"{_f(tr['speedup_tokens_best_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_tokens_best_vs_hf_dynamic'], '.2f')}x)")
+                     f"{_f(tr['speedup_tokens_best_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_tokens_best_vs_hf_dynamic'], '.2f')}x;"
+                     f" CPU seconds: {_f(tr['speedup_cpu_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_cpu_vs_hf_dynamic'], '.2f')}x)")
     ev = out.get("qa_eval")
     if ev:
-        lines += ["", "QA evaluation", f"  {'contender':<12}{'ex/s':>8}{'windows/s':>10}{'seconds':>9}{'F1':>7}{'EM':>7}"]
+        lines += ["", "QA evaluation", f"  {'contender':<12}{'ex/s':>8}{'windows/s':>10}{'seconds':>9}{'CPU s':>8}"
+                  f"{'F1':>7}{'EM':>7}"]
         for name, c in ev["contenders"].items():
             lines.append(f"  {name:<12}{_f(c['examples_per_s'], '.2f'):>8}{_f(c['windows_per_s'], '.2f'):>10}"
-                         f"{_f(c['seconds'], '.2f'):>9}{_f(c['f1'], '.2f'):>7}{_f(c['exact_match'], '.2f'):>7}")
+                         f"{_f(c['seconds'], '.2f'):>9}{_f(c['cpu_seconds'], '.2f'):>8}{_f(c['f1'], '.2f'):>7}"
+                         f"{_f(c['exact_match'], '.2f'):>7}")
         a = ev["agreement"]
         lines.append(f"  hf_pipeline: {ev['hf_pipeline_implementation']}")
         lines.append(f"  xlt examples/s: {_f(ev['speedup_vs_hf_pipeline'], '.2f')}x hf_pipeline, "
                      f"{_f(ev['speedup_vs_hf_run_qa'], '.2f')}x hf_run_qa (fastest rounds: "
-                     f"{_f(ev['speedup_best_vs_hf_pipeline'], '.2f')}x, {_f(ev['speedup_best_vs_hf_run_qa'], '.2f')}x)")
+                     f"{_f(ev['speedup_best_vs_hf_pipeline'], '.2f')}x, {_f(ev['speedup_best_vs_hf_run_qa'], '.2f')}x;"
+                     f" CPU seconds: {_f(ev['speedup_cpu_vs_hf_pipeline'], '.2f')}x, {_f(ev['speedup_cpu_vs_hf_run_qa'], '.2f')}x)")
         lines.append(f"  identical answers: {_f(100 * a['xlt_vs_hf_pipeline']['identical_share'], '.1f')}% vs "
                      f"hf_pipeline, {_f(100 * a['xlt_vs_hf_run_qa']['identical_share'], '.1f')}% vs hf_run_qa")
         lines.append("  pipeline rule, changes added one at a time (identical % with xlt; questions first changed): "

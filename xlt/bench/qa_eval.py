@@ -338,6 +338,8 @@ def run(s: QASetup, model, log) -> dict[str, Any]:
         "speedup_vs_hf_run_qa": med["xlt"]["examples_per_s"] / med["hf_run_qa"]["examples_per_s"],
         "speedup_best_vs_hf_pipeline": best["xlt"] / best["hf_pipeline"],
         "speedup_best_vs_hf_run_qa": best["xlt"] / best["hf_run_qa"],
+        "speedup_cpu_vs_hf_pipeline": med["hf_pipeline"]["cpu_seconds"] / med["xlt"]["cpu_seconds"],
+        "speedup_cpu_vs_hf_run_qa": med["hf_run_qa"]["cpu_seconds"] / med["xlt"]["cpu_seconds"],
         "agreement": {
             "xlt_vs_hf_pipeline": compare_predictions(xp, preds["hf_pipeline"]),
             "xlt_vs_hf_run_qa": compare_predictions(xp, preds["hf_run_qa"]),

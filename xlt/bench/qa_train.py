@@ -203,6 +203,9 @@ def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
         # the least-disturbed round of each: load from other work only ever adds time
         "speedup_tokens_best_vs_hf_padded": best["xlt"] / best["hf_padded"],
         "speedup_tokens_best_vs_hf_dynamic": best["xlt"] / best["hf_dynamic"],
+        # process CPU seconds move less with other work's load than wall seconds do
+        "speedup_cpu_vs_hf_padded": med["hf_padded"]["train_cpu_seconds"] / med["xlt"]["train_cpu_seconds"],
+        "speedup_cpu_vs_hf_dynamic": med["hf_dynamic"]["train_cpu_seconds"] / med["xlt"]["train_cpu_seconds"],
         "f1_minus_hf_padded": med["xlt"]["f1"] - med["hf_padded"]["f1"],
         "f1_minus_hf_dynamic": med["xlt"]["f1"] - med["hf_dynamic"]["f1"],
     }
