@@ -54,4 +54,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "wordpiec
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=100_000,
+        # transformers 5 defaults to input_ids + attention_mask; BERT-style pairs need segment ids
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
