@@ -1,15 +1,14 @@
 """`xlt run` and `xlt status` on Ray: tiny studies end to end, bad input, DDP workers, a killed
 driver resumed, a killed Train worker recovered from its checkpoint, a two-node cluster.
 
-One Ray instance serves the in-process tests of the session. Tests that need their own Ray
-(a driver to kill, a cluster) run it in subprocesses tagged with a unique environment value,
-and clean up exactly the processes that carry the tag.
+One Ray instance serves the in-process tests of the session (`ray_session`, tests/conftest.py).
+Tests that need their own Ray (a driver to kill, a cluster) run it in subprocesses tagged with a
+unique environment value, and clean up exactly the processes that carry the tag.
 """
 
 import contextlib
 import copy
 import json
-import logging
 import os
 import signal
 import socket
@@ -75,26 +74,6 @@ def wait_for(cond, timeout: float, what: str, interval: float = 0.2):
 
 def final_rows(run_dir: Path) -> list[dict]:
     return [r for r in results.read_table(run_dir).to_dict("records") if r["stage"] == "final"]
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One Ray for the session's in-process tests (xlt run reuses an initialized Ray)."""
-    ray = pytest.importorskip("ray")
-    from xlt.study.runner import ENV
-
-    for k, v in ENV.items():
-        os.environ.setdefault(k, v)
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=True,
-             log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": dict(ENV)})
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the dashboard goes to ./dashboards
-    return tmp_path
 
 
 # ---------------------------------------------------------------- tagged subprocesses
@@ -234,6 +213,31 @@ def test_two_ddp_workers_per_trial(ray_session, in_tmp):
     assert [r["step"] for r in qa] == [2, 4, 6]
     # both ranks' batches are counted: more than one rank's 8 a step could give (one batch of an epoch is short)
     assert all(8 * r["step"] < r["examples_seen"] <= 2 * 8 * r["step"] for r in qa)
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_per_adaptation_trial(ray_session, in_tmp):
+    """Every adaptation step is data-parallel: both ranks train steps 1, 3 and 2 (3, 4 and 4
+    batches of 8, so 2 + 4 + 2 optimizer steps each) and agree on one target vocabulary."""
+    from tests.test_adapt import TINY_ADAPT
+
+    tree = yaml.safe_load(TINY_ADAPT)
+    tree.update(resources={"workers": 2, "cpus_per_worker": 0.5}, search={"algorithm": "grid", "space": {}})
+    study = in_tmp / "adapt.yaml"
+    study.write_text(yaml.safe_dump(tree))
+    out = in_tmp / "run"
+    code, _, err = run_cli("run", str(study), "--out", str(out))
+    assert code == 0, err
+    (trial,) = list((out / "trials").iterdir())
+    ranks = [json.loads((trial / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["trained_batches"] for r in ranks] == [8, 8]
+    assert (trial / "target_tokenizer").is_dir()
+    rows = rundir.read_rows(out)
+    assert {r["n_devices"] for r in rows} == {2}
+    curve = sorted((r["step"], r["examples_seen"]) for r in rows if r["stage"] == "step2")
+    assert [s for s, _ in curve] == [0, 1, 2]  # evaluations every 2 batches of 8 = 1 step of both ranks
+    assert [len(final_rows(out))] == [1]
 
 
 @pytest.mark.slow

@@ -121,3 +121,41 @@ def test_rows_dedupe_keeps_the_last_of_each_event(tmp_path):
     assert [(r["event"], r["f1"]) for r in rows] == [(0, 1.0), (1, 2.0), (2, 1.0)]
     rundir.compact(tmp_path)
     assert len(results.read_table(tmp_path / results.TABLE)) == 3
+
+
+def test_adaptation_resumes_in_step3_and_step2_exactly(tmp_path):
+    """Steps 3 and 2 checkpoint at every evaluation; a restart from any of them redoes nothing
+    before it and ends where an uninterrupted trial ends. The restart runs with a fresh artifact
+    cache when it resumes inside step 3 (the crash came before step 3 was cached)."""
+    import yaml
+
+    from tests.test_adapt import TINY_ADAPT
+    from xlt.train.adapt import run_adapt
+
+    tree = yaml.safe_load(TINY_ADAPT)
+    tree["train"]["eval_every"] = 2
+    spec = spec_from_dict(tree)
+
+    def go(session, cache):
+        rows = []
+        s = spec.model_copy(update={"adapt": spec.adapt.model_copy(update={"cache_dir": str(cache)})})
+        run_adapt(s, rows.extend, TrialInfo(study="a", run_id="r", trial_id="t"), device=torch.device("cpu"),
+                  session=session)
+        return rows
+
+    saved = []
+    full = go(Session(on_event=lambda state: saved.append(copy.deepcopy(state())), trial_dir=str(tmp_path / "t")),
+              tmp_path / "cache")
+    stages = [s["stage"] for s in saved]
+    assert stages == ["step3", "step3", "step2", "step2"]  # step-3 evaluations at 2, 4; step 2 at 2, 4
+    assert (tmp_path / "t/source_tokenizer").is_dir() and (tmp_path / "t/target_tokenizer").is_dir()
+    for i, cache in ((0, tmp_path / "fresh"), (2, tmp_path / "cache")):
+        state = saved[i]
+        resumed = go(Session(resume=state, trial_dir=str(tmp_path / "t")), cache)
+        first = min((r["stage"] != "step3", r["event"]) for r in resumed)
+        assert first == (False, 1) if i == 0 else first == (True, 2)  # nothing before the checkpoint redone
+        want = {k: v for k, v in keyed(full).items() if k in keyed(resumed)}
+        assert {k[0] for k in want} >= {"step2", "final"} and len(want) == len(keyed(resumed))
+        for k, row in keyed(resumed).items():
+            for col in ("f1", "exact_match", "step", "flops_train", "examples_seen", "train_loss"):
+                assert row[col] == pytest.approx(want[k][col], rel=1e-5, nan_ok=True), (i, k, col)

@@ -137,6 +137,14 @@ def mini_body(primary: nn.Module, k: int, extra_layers: Sequence[nn.Module] = ()
     return body
 
 
+def without_pooler(body: nn.Module) -> nn.Module:
+    """Drop the [CLS] pooler (BERT, RoBERTa): neither MLM nor QA reads it, and under DDP a
+    trainable parameter that gets no gradient is an error."""
+    if getattr(body, "pooler", None) is not None:
+        body.pooler = None
+    return body
+
+
 def freeze(module: nn.Module, trainable: bool = False) -> None:
     for p in module.parameters():
         p.requires_grad_(trainable)

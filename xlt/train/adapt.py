@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import glob
+import itertools
+import math
 import random
 import sys
 import time
@@ -47,11 +49,25 @@ from xlt.models.minimodel import (
     pretrained_head,
     set_token_embedding,
     token_embedding,
+    without_pooler,
 )
 from xlt.spec import AdaptStep, StudySpec
 from xlt.tokenization import load_tokenizer, train_tokenizer
 from xlt.train.artifacts import ArtifactCache, content_key, file_fingerprint
-from xlt.train.loop import LoopConfig, LoopState, Meter, batch_compute, train_loop
+from xlt.train.loop import (
+    LoopConfig,
+    LoopState,
+    Meter,
+    Session,
+    batch_compute,
+    capture,
+    linear_schedule,
+    make_optimizer,
+    restore,
+    shard,
+    shared,
+    train_loop,
+)
 from xlt.train.qa import (
     EvalSet,
     Report,
@@ -117,9 +133,16 @@ def _lines(spec: StudySpec, patterns: tuple[str, ...], lang: str, seed: int, fra
 
 def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, plan: compute.Plan, stage: str,
               meter: Meter, device: torch.device, seed: int, mlm_probability: float,
-              evaluate=None, eval_every: int | None = None) -> None:
+              evaluate=None, eval_every: int | None = None, session: Session | None = None,
+              checkpoint_extra=None) -> dict[str, Any] | None:
+    """MLM steps on packed `lines`. The spec's `steps` count batches of `batch_size`: with W ranks,
+    each optimizer step takes W of them from one global stream, so the data seen, and the
+    evaluation points, do not depend on W. Returns the checkpoint this stage resumed from, if any
+    (`checkpoint_extra()` is saved with each checkpoint; evaluations are the checkpoint points)."""
+    session = session or Session()
+    world = session.world_size
     rows = mlm.pack(tokenizer, lines, step.max_seq_length)
-    batches = mlm.mlm_batches(rows, tokenizer, batch_size=step.batch_size, probability=mlm_probability, seed=seed)
+    stream = mlm.mlm_batches(rows, tokenizer, batch_size=step.batch_size, probability=mlm_probability, seed=seed)
     shape = compute.EncoderShape.from_config(model.body.config.to_dict())
 
     def on_batch(batch: dict[str, torch.Tensor]) -> None:
@@ -127,10 +150,26 @@ def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, 
         flops, real, padded = batch_compute(shape, plan, batch["attention_mask"], train=True, mlm_positions=max(1, masked))
         meter.add_train(stage, flops, real, padded, len(batch["input_ids"]))
 
-    cfg = LoopConfig(total_steps=step.steps, lr=step.lr, warmup=0.05, weight_decay=0.0, eval_every=eval_every)
-    train_loop(model, batches, cfg, device=device, on_batch=on_batch,
-               loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]),
-               evaluate=evaluate or (lambda state: None))
+    cfg = LoopConfig(total_steps=math.ceil(step.steps / world), lr=step.lr, warmup=0.05, weight_decay=0.0,
+                     eval_every=math.ceil(eval_every / world) if eval_every else None)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    scheduler = linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
+    state = LoopState()
+    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
+    if saved is not None:
+        state = restore(saved, model, optimizer, scheduler, meter)
+        # replay the seeded stream to where the checkpoint stood: making masked batches is cheap
+        stream = itertools.islice(stream, state.micro * world, None)
+    after_eval = None
+    if session.on_event is not None and evaluate is not None:
+        def after_eval(st: LoopState) -> None:
+            extra = checkpoint_extra() if checkpoint_extra else {}
+            session.on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, **extra))
+    train_loop(session.wrap(model) if session.wrap else model, shard(stream, session, on_batch), cfg, device=device,
+               on_batch=on_batch, loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]),
+               evaluate=evaluate or (lambda state: None), state=state, optimizer=optimizer, scheduler=scheduler,
+               after_eval=after_eval)
+    return saved
 
 
 def _mlm_plan(n_layers: int, trainable_layers: tuple[bool, ...], *, embeddings: bool, head: bool,
@@ -152,18 +191,19 @@ def source_body(spec: StudySpec, tokenizer) -> tuple[nn.Module, MLMHead | None]:
         t = m.tiny
         cfg = tiny_config(vocab_size=len(tokenizer), layers=t.layers, hidden=t.hidden, heads=t.heads,
                           intermediate=t.intermediate, max_positions=t.max_positions, dropout=spec.train.dropout)
-        return AutoModel.from_config(cfg), None
+        return without_pooler(AutoModel.from_config(cfg)), None
     from safetensors.torch import load_file
 
     path = Path(resolve_name(m.name))  # type: ignore[arg-type]
     cfg = load_config(m.name, m.trust_remote_code)  # type: ignore[arg-type]
-    body = AutoModel.from_pretrained(path, config=cfg, trust_remote_code=m.trust_remote_code)
+    body = without_pooler(AutoModel.from_pretrained(path, config=cfg, trust_remote_code=m.trust_remote_code))
     weights = path / "model.safetensors"
     head = pretrained_head(load_file(weights), cfg) if weights.exists() else None
     return body, head
 
 
-def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device: torch.device) -> Step1:
+def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device: torch.device,
+              session: Session | None = None) -> Step1:
     a, seed = spec.adapt, spec.train.seed
     assert a is not None
     body, head = source_body(spec, tokenizer)
@@ -171,7 +211,8 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
     n, k, scratch = len(layer_list(body)), a.depth, spec.model.tiny is not None
     if not 1 <= k < n:
         raise XltError(f"adapt.depth: must be between 1 and {n - 1} for a {n}-layer model, got {k}")
-    common = dict(meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1")
+    common = dict(meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1",
+                  session=session)
     heads = nn.ModuleDict({"top": head or new_head(body.config)}).to(device)
     post_layer = None
 
@@ -182,7 +223,7 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
 
             cfg = copy.deepcopy(body.config)
             cfg.num_hidden_layers = k
-            body = AutoModel.from_config(cfg).to(device)
+            body = without_pooler(AutoModel.from_config(cfg)).to(device)
         body = copy.deepcopy(body)  # its own weights, not the primary's
         heads["top"] = new_head(body.config).to(device)
         model = MaskedLM(body, {k: heads["top"]})
@@ -265,14 +306,18 @@ def init_embeddings(source_tok, target_tok, source_weight: torch.Tensor, how: st
 
 
 def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | Path | None = None,
-              device: torch.device | None = None) -> dict[str, Any]:
+              device: torch.device | None = None, session: Session | None = None) -> dict[str, Any]:
+    """One adaptation trial; returns the final target scores per eval set. Under a launcher
+    (`session`), every step is data-parallel over the ranks, steps 3 and 2 checkpoint at each
+    evaluation, and tokenizers are made once per trial (their training is not deterministic)."""
     a, t = spec.adapt, spec.train
     assert a is not None
+    session = session or Session()
     device = device or pick_device()
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    meter = Meter(device_kind=device_kind(device), n_devices=1)
+    meter = Meter(device_kind=device_kind(device), n_devices=session.world_size)
     cache = ArtifactCache(spec.resolve_path(a.cache_dir) if a.cache_dir else Path(out_dir or ".") / "artifacts")
     t0 = time.perf_counter()
 
@@ -284,29 +329,39 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     source_lines = _lines(spec, a.source_text, "en", t.seed)
     target_lines = _lines(spec, a.target_text, a.target_lang, t.seed + 1, a.target_text_fraction)
 
-    # source tokenizer: the model's own, or (tiny models) trained on the English text and QA data
-    if spec.model.name:
-        source_tok = load_tokenizer(spec.model.tokenizer or spec.model.name, spec.model.trust_remote_code)
-    else:
-        texts = source_lines + list({e.context for e in data.train}) + [e.question for e in data.train]
-        source_tok = train_tokenizer(texts, spec.model.tiny.vocab_size)  # type: ignore[union-attr]
-
     text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
-    key1 = content_key(kind="step1", model=spec.model.model_dump(mode="json"), method=a.method,
+    key1 = content_key(kind="step1", layout=2, model=spec.model.model_dump(mode="json"), method=a.method,
                        depth=a.depth if a.method != "base_large" else None, step1=a.step1.model_dump(),
                        text=text_id, seed=t.seed, mlm=a.mlm_probability, dropout=t.dropout)
+    key3 = content_key(kind="step3", step1=key1, train=t.model_dump(mode="json"),
+                       data=spec.data.model_dump(mode="json", exclude={"target", "target_count", "target_fraction"}))
+    # every rank must take the same branch (a cache miss trains, data-parallel): rank 0 decides
+    hit1, hit3 = session.agree((cache.get("step1", key1) is not None, cache.get("step3", key3) is not None))
+
+    # source tokenizer: the model's own; a tiny model's is trained on English text and QA data once,
+    # and kept with step 1, whose embeddings index it
+    if spec.model.name:
+        source_tok = load_tokenizer(spec.model.tokenizer or spec.model.name, spec.model.trust_remote_code)
+    elif hit1:
+        source_tok = load_tokenizer(str(cache.path("step1", key1) / "tokenizer"))
+    else:
+        texts = source_lines + list({e.context for e in data.train}) + [e.question for e in data.train]
+        source_tok = shared(session, "source_tokenizer",
+                            lambda: train_tokenizer(texts, spec.model.tiny.vocab_size),  # type: ignore[union-attr]
+                            _save_tokenizer, lambda path: load_tokenizer(str(path)))
 
     # ---- step 1 (cached)
-    s1 = _cached_step1(spec, cache, key1, source_tok, source_lines, meter, device)
+    s1 = _cached_step1(spec, cache, key1, hit1, source_tok, source_lines, meter, device, session)
 
     # ---- step 3 (cached): English QA, token embeddings frozen
     base = trial_columns(spec, info, method=a.method, target_count=data.target_count)
-    key3 = content_key(kind="step3", step1=key1, train=t.model_dump(mode="json"),
-                       data=spec.data.model_dump(mode="json", exclude={"target", "target_count", "target_fraction"}))
-    qa = _cached_step3(spec, cache, key3, s1, source_tok, data.train, english_evals, report, base, meter, device)
+    qa = _cached_step3(spec, cache, key3, hit3, s1, source_tok, data.train, english_evals, report, base, meter,
+                       device, session)
 
     # ---- step 2 with step-4 evaluations
-    target_tok = train_tokenizer(target_lines, a.vocab_size, kind=a.tokenizer_kind)
+    target_tok = shared(session, "target_tokenizer",
+                        lambda: train_tokenizer(target_lines, a.vocab_size, kind=a.tokenizer_kind),
+                        _save_tokenizer, lambda path: load_tokenizer(str(path)))
     std = getattr(s1.body.config, "initializer_range", 0.02)
     weight = init_embeddings(source_tok, target_tok, token_embedding(s1.body).weight, a.embedding_init, std, t.seed)
     emb = set_token_embedding(s1.body, weight.to(device))  # shared by every mini-body built on s1.body
@@ -347,9 +402,14 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
         report(rows)
         return rows[0]["f1"]
 
-    evaluate(LoopState())  # step 0: the un-adapted baseline (target tokenizer, initial embeddings)
+    resumed = session.resume is not None and session.resume.get("stage") == "step2"
+    if resumed:
+        events[:] = session.resume["events"]  # type: ignore[index]
+    else:
+        evaluate(LoopState())  # step 0: the un-adapted baseline (target tokenizer, initial embeddings)
     train_mlm(model, target_tok, target_lines, a.step2, plan=plan2, stage="step2", meter=meter, device=device,
-              seed=t.seed + 2, mlm_probability=a.mlm_probability, evaluate=evaluate, eval_every=a.eval_every)
+              seed=t.seed + 2, mlm_probability=a.mlm_probability, evaluate=evaluate, eval_every=a.eval_every,
+              session=session, checkpoint_extra=lambda: {"events": events})
     final = [{**r, **meter.snapshot("step2"), "stage": "final", "event": len(events), "is_best": True, "is_final": True,
               "time": time.time()} for r in events[-1]]
     report(final)
@@ -362,25 +422,32 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
 
 
-def _cached_step1(spec, cache: ArtifactCache, key: str, tokenizer, lines, meter: Meter, device) -> Step1:
+def _save_tokenizer(tok, path: Path) -> None:
+    tok.save_pretrained(path)
+
+
+def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, lines, meter: Meter, device,
+                  session: Session) -> Step1:
     a = spec.adapt
-    hit = cache.get("step1", key)
-    if hit is None:
+    if not hit:
         before = meter.flops_by_stage.get("step1", 0.0)
+        s1 = run_step1(spec, tokenizer, lines, meter, device, session)
+        if session.rank == 0:
+            def write(tmp: Path) -> dict[str, Any]:
+                save_model(s1.bundle(), str(tmp / "model.safetensors"))
+                s1.body.config.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp / "tokenizer")
+                return {"flops": meter.flops_by_stage.get("step1", 0.0) - before, "heads": list(s1.heads)}
 
-        def write(tmp: Path) -> dict[str, Any]:
-            s1 = run_step1(spec, tokenizer, lines, meter, device)
-            save_model(s1.bundle(), str(tmp / "model.safetensors"))
-            s1.body.config.save_pretrained(tmp)
-            write.s1 = s1  # type: ignore[attr-defined]
-            return {"flops": meter.flops_by_stage.get("step1", 0.0) - before, "heads": list(s1.heads)}
-
-        cache.put("step1", key, write)
-        return write.s1  # type: ignore[attr-defined]
-    path, meta = hit
+            cache.put("step1", key, write)
+        return s1
+    found = cache.get("step1", key)
+    if found is None:  # rank 0 saw it: this node does not share the cache directory
+        raise XltError(f"adapt.cache_dir: {cache.root} is not shared by every node of the trial")
+    path, meta = found
     from transformers import AutoConfig, AutoModel
 
-    body = AutoModel.from_config(AutoConfig.from_pretrained(path))
+    body = without_pooler(AutoModel.from_config(AutoConfig.from_pretrained(path)))
     heads = nn.ModuleDict({name: new_head(body.config) for name in meta["heads"]})
     post = copy.deepcopy(layer_list(body)[a.depth]) if "post" in meta["heads"] else None
     s1 = Step1(body, heads, post)
@@ -390,26 +457,30 @@ def _cached_step1(spec, cache: ArtifactCache, key: str, tokenizer, lines, meter:
     return s1
 
 
-def _cached_step3(spec, cache: ArtifactCache, key: str, s1: Step1, tokenizer, train: list[Example], evals, report,
-                  base, meter: Meter, device):
+def _cached_step3(spec, cache: ArtifactCache, key: str, hit: bool, s1: Step1, tokenizer, train: list[Example], evals,
+                  report, base, meter: Meter, device, session: Session):
     from transformers import AutoModelForQuestionAnswering
 
-    hit = cache.get("step3", key)
-    if hit is not None:
-        path, meta = hit
+    if hit:
+        found = cache.get("step3", key)
+        if found is None:
+            raise XltError(f"adapt.cache_dir: {cache.root} is not shared by every node of the trial")
+        path, meta = found
         _attribute(meter, "step3", meta["flops"])
         return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)
     qa = qa_from_body(s1.body).to(device)
     freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
     before = meter.flops_by_stage.get("step3", 0.0)
     finetune_qa(qa, tokenizer, spec, train, evals, report, base, meter, device=device, stage="step3",
-                validation=next(iter(evals)), emit_final=False)
+                validation=next(iter(evals)), emit_final=False, session=session)
+    if session.rank == 0:
+        def write(tmp: Path) -> dict[str, Any]:
+            qa.save_pretrained(tmp, safe_serialization=True)
+            return {"flops": meter.flops_by_stage.get("step3", 0.0) - before}
 
-    def write(tmp: Path) -> dict[str, Any]:
-        qa.save_pretrained(tmp, safe_serialization=True)
-        return {"flops": meter.flops_by_stage.get("step3", 0.0) - before}
-
-    cache.put("step3", key, write)
+        cache.put("step3", key, write)
+    if session.barrier is not None:
+        session.barrier()  # a rank restarted into step 2 must find the cached step 3
     return qa
 
 

@@ -115,6 +115,10 @@ class Session:
     on_event: Callable[[Callable[[], dict[str, Any]]], None] | None = None
     trial_dir: str | None = None  # storage every rank and every restart of the trial sees
     barrier: Callable[[], None] | None = None  # waits for every rank
+    broadcast: Callable[[Any], Any] | None = None  # rank 0's value, on every rank (decisions ranks must share)
+
+    def agree(self, value: Any) -> Any:
+        return self.broadcast(value) if self.broadcast is not None else value
 
 
 def shared(session: Session | None, name: str, make: Callable[[], Any], save: Callable[[Any, Path], None],
@@ -247,10 +251,31 @@ def train_loop(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     loss_sum = torch.zeros((), device=device)
     model.train()
+    # Divergence. A NaN/inf loss poisons the weights for good (clipping scales every gradient by
+    # nan, AdamW spreads it), so training on wastes compute and evaluating would log rows of a
+    # broken model. The loop syncs with the device only at evaluation and this keeps it so: each
+    # micro-step records the first step whose loss is not finite with four tiny device ops queued
+    # behind its backward pass (`bad_step`, `bad_loss` stay on the device; a `loss.item()` per step
+    # would stall a GPU's launch queue every step). The host reads them at each evaluation, where
+    # reading `loss_sum` syncs anyway, before the model is evaluated: a diverged trial logs no row
+    # after its last good one. On CPU the tensors are host memory and reading them waits for
+    # nothing, so there they are also read after every micro-step and a trial stops at once, not
+    # at its next evaluation (which may be the end of the stage).
+    from xlt.errors import TrainingDiverged
+
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_loss = torch.zeros((), device=device)
+    poll = device.type == "cpu"
+
+    def diverged() -> None:
+        step = int(bad_step)
+        if step >= 0:
+            raise TrainingDiverged(f"training diverged: loss is {float(bad_loss)} at step {step} (lr {cfg.lr:g})")
 
     def check(final: bool) -> bool:
         nonlocal loss_sum
         state.last_loss = float(loss_sum) / max(1, cfg.grad_accum * (cfg.eval_every or state.step or 1))
+        diverged()
         loss_sum = torch.zeros((), device=device)
         model.eval()
         score = evaluate(state)
@@ -276,7 +301,13 @@ def train_loop(
         with autocast:
             loss = loss_fn(model, batch) / cfg.grad_accum
         loss.backward()
-        loss_sum += loss.detach()
+        loss = loss.detach()
+        loss_sum += loss
+        first = torch.isfinite(loss).logical_not_().logical_and_(bad_step < 0)
+        bad_step = torch.where(first, state.step + 1, bad_step)
+        bad_loss = torch.where(first, loss, bad_loss)
+        if poll:
+            diverged()
         state.micro += 1
         if state.micro % cfg.grad_accum:
             continue

@@ -11,7 +11,6 @@ This is the one train module that imports Ray.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -155,8 +154,14 @@ def train_fn(cfg: dict[str, Any]) -> None:
         model.register_forward_pre_hook(count)  # the training forward passes of this rank
         return model
 
+    def broadcast(value: Any) -> Any:
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
     session = Session(rank=rank, world_size=world, wrap=wrap, resume=saved, on_event=reporter.on_event,
-                      trial_dir=str(out), barrier=torch.distributed.barrier if world > 1 else None)
+                      trial_dir=str(out), barrier=torch.distributed.barrier if world > 1 else None,
+                      broadcast=broadcast if world > 1 else None)
     info = TrialInfo(study=spec.name, run_id=cfg["run_id"], trial_id=cfg["trial_id"], params=cfg["params"],
                      provenance=results.provenance())
     _run(spec, reporter.rows, info, out if rank == 0 else None, device, session)
@@ -165,18 +170,11 @@ def train_fn(cfg: dict[str, Any]) -> None:
 
 
 def _run(spec: StudySpec, report, info: TrialInfo, out_dir: Path | None, device, session: Session) -> None:
-    from xlt.train.trial import run_pipeline
-
     if spec.task == "qa":
         from xlt.train.qa import run_qa
 
         run_qa(spec, report, info, out_dir=out_dir, device=device, session=session)
         return
-    if spec.task == "adapt":
-        from xlt.train import adapt
+    from xlt.train.adapt import run_adapt
 
-        # a pipeline that takes a session gets checkpoints and data parallelism; others run whole on every rank
-        if "session" in inspect.signature(adapt.run_adapt).parameters:
-            adapt.run_adapt(spec, report, info, out_dir=out_dir, device=device, session=session)
-            return
-    run_pipeline(spec, report, info, out_dir or Path(tempfile.mkdtemp(prefix="xlt-rank-")), device)
+    run_adapt(spec, report, info, out_dir=out_dir, device=device, session=session)
