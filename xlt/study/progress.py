@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from xlt.errors import XltError
 from xlt.study import rundir
 from xlt.study.driver import FINAL
 from xlt.study.space import Search
@@ -208,10 +210,17 @@ def _error_line(trial) -> str:
     except OSError:
         pass
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # bad input inside the trial, or training that diverged: its one line says it all
+    names = "|".join(c.__name__ for c in _family(XltError))
+    xlt_error = re.compile(rf"\b(?:{names}): ")
     for ln in reversed(lines):
-        if "XltError: " in ln:  # bad input inside the trial: its one line says it all
-            return ln.split("XltError: ", 1)[1][:300]
+        if m := xlt_error.search(ln):
+            return ln[m.end():][:300]
     for ln in reversed(lines):
         if "Error" in ln or "error" in ln:
             return ln[:300]
     return lines[-1][:300] if lines else "trial failed (see ray/tune for the traceback)"
+
+
+def _family(cls: type) -> list[type]:
+    return [cls] + [d for c in cls.__subclasses__() for d in _family(c)]
