@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 from tests.test_study import EVAL_SETS, final_rows, write_study
 from xlt import results
 from xlt.errors import TrainingDiverged, XltError
+from xlt.study import rundir
 from xlt.train.loop import LoopConfig, train_loop
 
 # ---------------------------------------------------------------- divergence (fast)
@@ -124,3 +130,111 @@ def test_a_diverging_trial_fails_alone_with_its_reason(ray_session, in_tmp):
     assert sorted((r["step"], r["eval_set"]) for r in bad) == [(2, "en-dev"), (2, "ru-dev")]  # kept
     good = final_rows(out)
     assert len(good) == EVAL_SETS and bad_id not in {r["trial_id"] for r in good}
+
+
+# ---------------------------------------------------------------- unwritable or full run directory (fast)
+
+# `xlt run` in a fresh process, then whether Ray was so much as imported
+CLI_THEN_RAY = "import sys; from xlt.cli import main; c = main(sys.argv[1:]); print('ray' in sys.modules); sys.exit(c)"
+
+
+def _one_line(code: int, err: str, *words: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("xlt: error: "), (code, err)
+    assert all(w in lines[0] for w in words), err
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    from xlt.study import runner
+
+    def connect(*_):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(runner, "connect", connect)
+
+
+@pytest.mark.parametrize("case", ["new", "resume"])
+def test_unwritable_run_directory_is_one_line_before_ray(tmp_path, case):
+    """A new run directory in a read-only (0555) directory, or a read-only run directory resumed.
+    Root ignores modes through CAP_DAC_OVERRIDE: as root the CLI runs without it (setpriv), so the
+    kernel checks the modes as it does for everyone else."""
+    from xlt.spec import load_spec
+
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root and no setpriv(1) to drop CAP_DAC_OVERRIDE")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    study = write_study(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    out = ro / "run"
+    if case == "resume":
+        rundir.create(out, load_spec(study), None)
+        out.chmod(0o555)
+    ro.chmod(0o555)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    args = ["run", str(study), "--out", str(out)] + (["--resume"] if case == "resume" else [])
+    try:
+        t0 = time.time()
+        r = subprocess.run([*prefix, sys.executable, "-c", CLI_THEN_RAY, *args], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=120)
+        seconds = time.time() - t0
+    finally:
+        for d in (out, ro):
+            if d.exists():
+                d.chmod(0o755)
+    _one_line(r.returncode, r.stderr, str(out), "not writable", "Permission denied")
+    assert r.stdout.strip() == "False"  # failed before Ray was imported, let alone started
+    assert seconds < 60
+    assert out.exists() == (case == "resume") and not list(ro.glob(".xlt-write-probe-*"))
+
+
+def test_a_run_directory_on_a_full_disk_is_one_line_before_ray(in_tmp, monkeypatch, no_ray):
+    monkeypatch.delenv("XLT_MIN_FREE_MB", raising=False)
+    study = write_study(in_tmp)
+    real = shutil.disk_usage
+
+    def full(path):
+        return real(path)._replace(free=100 * 2**20)  # 100 MB left
+
+    monkeypatch.setattr(shutil, "disk_usage", full)
+    out = in_tmp / "run"
+    code, _, err = run_cli("run", str(study), "--out", str(out))
+    _one_line(code, err, str(out), "only 100 MB free", "needs 1024 MB", "XLT_MIN_FREE_MB")
+    assert not out.exists()  # nothing written: the same --out works once there is room
+    monkeypatch.setenv("XLT_MIN_FREE_MB", "lots")
+    code, _, err = run_cli("run", str(study), "--out", str(out))
+    _one_line(code, err, "XLT_MIN_FREE_MB=lots")
+    monkeypatch.setenv("XLT_MIN_FREE_MB", "64")  # the user's call, enough for this tiny study: on to Ray
+    with pytest.raises(AssertionError, match="Ray was started"):
+        run_cli("run", str(study), "--out", str(out))
+
+
+@pytest.mark.parametrize("min_free_mb, words", [(None, ("MB free", "needs 1024 MB")),
+                                                 ("0", ("no space left", "64 KB test write failed"))])
+def test_a_really_full_filesystem_is_one_line_before_ray(tmp_path, min_free_mb, words):
+    """A 256 KB tmpfs filled up, in a private mount namespace (an unprivileged user namespace: no
+    root needed, nothing left mounted). With the free-space floor at 0 the write probe meets ENOSPC."""
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1)")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    study = write_study(tmp_path)
+    script = ('mount -t tmpfs -o size=256k xlt-full "$1" && { head -c 1M /dev/zero > "$1/fill" 2>/dev/null; '
+              'shift; exec "$@"; }')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("XLT_MIN_FREE_MB", None)
+    if min_free_mb is not None:
+        env["XLT_MIN_FREE_MB"] = min_free_mb
+    out = mnt / "run"
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mnt),
+                        sys.executable, "-c", CLI_THEN_RAY, "run", str(study), "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    if r.returncode != 2 and "xlt: error" not in r.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {r.stderr.strip()[:200]}")
+    _one_line(r.returncode, r.stderr, str(out), *words)
+    assert r.stdout.strip() == "False"

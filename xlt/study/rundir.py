@@ -16,8 +16,11 @@ On a cluster the directory must be on storage every node sees.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,11 @@ from xlt.errors import XltError
 from xlt.spec import StudySpec
 
 SPEC, RUN, STATUS, DONE = "spec.json", "run.json", "status.json", "DONE"
+# `xlt run` refuses to start with less free space than this on the run directory's filesystem
+# (rows are small; checkpoints, saved models and artifacts are not: a BERT-base checkpoint with
+# its AdamW state is ~1.3 GB). XLT_MIN_FREE_MB overrides it.
+MIN_FREE_MB = 1024
+PROBE_BYTES = 64 * 1024
 TUNE_NAME = "tune"
 # (trial, stage, event, eval set) is one row; a worker restarted from a checkpoint may log an event again
 ROW_KEY = ("trial_id", "stage", "event", "eval_set")
@@ -48,6 +56,8 @@ def read_json(path: Path) -> Any:
 def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
     """Check `out` against --resume and the spec (before anything starts); returns the run.json of
     the run to resume, or None for a new run."""
+    if out.exists() and not out.is_dir():
+        raise XltError(f"{out}: not a directory; choose another --out")
     busy = out.exists() and any(out.iterdir())
     if busy and not resume:
         raise XltError(f"{out}: run directory exists and is not empty: add --resume to continue it, "
@@ -67,6 +77,59 @@ def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
         raise XltError(f"{out}: study '{spec.name}' there was run with a different spec (hash {old.hash()}, "
                        f"now {spec.hash()}): same file and overrides to resume, or another --out")
     return read_json(out / RUN)
+
+
+def min_free_bytes() -> int:
+    text = os.environ.get("XLT_MIN_FREE_MB", "").strip()
+    if not text:
+        return MIN_FREE_MB * 2**20
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = -1.0
+    if not 0 <= mb < 2**40:
+        raise XltError(f"XLT_MIN_FREE_MB={text}: expected a number of megabytes >= 0")
+    return int(mb * 2**20)
+
+
+def check_storage(out: Path) -> None:
+    """Before anything starts: the run directory (for a new run, the nearest existing directory it
+    will be made in) takes a write + fsync of PROBE_BYTES, and its filesystem has at least
+    min_free_bytes() free. A study that would die at its first row or checkpoint fails here, in
+    one line, before Ray starts."""
+    where = out
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    what = "run directory" if where == out else f"directory to create the run directory in ({where})"
+    if not where.is_dir():
+        raise XltError(f"{out}: {where} is not a directory; choose another --out")
+    need = min_free_bytes()
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as e:
+        raise XltError(f"{out}: cannot read the free space of the {what}: {e.strerror or e}") from None
+    if free < need:
+        raise XltError(f"{out}: only {free / 2**20:.0f} MB free on the filesystem of the {what}, "
+                       f"xlt run needs {need / 2**20:.0f} MB (free some space, choose another --out, "
+                       "or set XLT_MIN_FREE_MB)")
+    probe = where / f".xlt-write-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(bytes(PROBE_BYTES))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise XltError(f"{out}: no space left on the filesystem of the {what} "
+                           f"(a {PROBE_BYTES // 1024} KB test write failed: {e.strerror})") from None
+        raise XltError(f"{out}: the {what} is not writable ({e.strerror or e})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def create(out: Path, spec: StudySpec, run: dict[str, Any] | None) -> dict[str, Any]:

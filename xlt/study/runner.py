@@ -1,5 +1,7 @@
 """`xlt run`: a study on Ray Tune, trials on Ray Train, results in the run directory.
 
+    storage      the run directory takes a write + fsync and its filesystem has free space
+                 (rundir.check_storage), else a one-line error before Ray starts
     connect      an embedded local Ray (default) or an existing cluster (--address / RAY_ADDRESS)
     resources    one trial must fit (1 CPU for its driver + workers x per-worker CPUs/GPUs, and
                  one worker on one node), else a one-line error: Train would wait forever
@@ -193,6 +195,7 @@ def run_study(spec: StudySpec, opts: RunOptions) -> int:
     """Run (or resume) a study; returns the exit code (0 done, 1 some trials failed or interrupted)."""
     opts.out = opts.out.resolve()
     old_run = rundir.check(opts.out, spec, opts.resume)
+    rundir.check_storage(opts.out)  # an unwritable or full run directory fails here, before Ray starts
     from xlt.study import space
 
     space.check(spec)
