@@ -284,6 +284,10 @@ class StudySpec(_Strict):
     adapt: AdaptSpec | None = None
     search: SearchSpec = SearchSpec()
     resources: Resources = Resources()
+    # artifacts trials share, now the tokenized QA features (<cache_dir>/features/<key>); `xlt run`
+    # and `xlt trial` default it to <run dir>/artifacts; unset (the library), nothing is cached.
+    # Top-level, not in `train`, so that where a cache lives is no part of step 3's content key.
+    cache_dir: str | None = None
     expected: tuple[Expected, ...] = ()
     throughput: dict[str, float] = {}  # device kind -> FLOP/s achieved, for `xlt estimate`
 

@@ -1,4 +1,4 @@
-"""A content-addressed cache of pipeline artifacts (adaptation steps 1 and 3).
+"""A content-addressed cache of pipeline artifacts (adaptation steps 1 and 3, tokenized QA features).
 
 An artifact is a directory named by the hash of everything that produced it. It is built in
 a temporary sibling and renamed into place, so a reader sees a complete artifact or none,
@@ -57,11 +57,29 @@ class ArtifactCache:
         try:
             meta = write(tmp)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another trial finished the same artifact first: use theirs
-                shutil.rmtree(tmp, ignore_errors=True)
+            for _ in range(2):
+                try:
+                    os.rename(tmp, final)
+                    break
+                except OSError:
+                    if (final / "meta.json").exists():  # another trial finished the same artifact first: use theirs
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        break
+                    # what is there is no artifact (a torn copy of the cache, say): replace it
+                    self.discard(kind, key)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final, json.loads((final / "meta.json").read_text())
+
+    def discard(self, kind: str, key: str) -> None:
+        """Remove an artifact found damaged, so the next `put` can replace it. It is first renamed
+        aside (atomic: a trial reading it meanwhile keeps its open files, and of two trials that
+        found it damaged one moves it and the other sees it gone)."""
+        final = self.path(kind, key)
+        aside = final.with_name(f".{key}.discarded.{os.getpid()}")
+        try:
+            os.rename(final, aside)
+        except OSError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)

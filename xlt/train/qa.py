@@ -25,6 +25,8 @@ from xlt.errors import XltError
 from xlt.models.load import load_qa_model, qa_model_from_config, tiny_config
 from xlt.spec import DataSource, StudySpec
 from xlt.tokenization import load_tokenizer, train_tokenizer
+from xlt.train.artifacts import ArtifactCache
+from xlt.train.features_cache import cached_features, tokenizer_fingerprint
 from xlt.train.loop import (
     BatchCursor,
     LoopConfig,
@@ -225,9 +227,12 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     world = session.world_size
     t0 = time.perf_counter()
     window = dict(max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, max_query_length=t.max_query_length)
-    feats = F.build_features(tokenizer, train, train=True, **window)
+    cache = feature_cache_for(spec)
+    tok_id = tokenizer_fingerprint(tokenizer) if cache is not None else None
+    feats = cached_features(cache, tokenizer, train, train=True, tokenizer_id=tok_id, **window)
     eval_sets = [
-        EvalSet(name, src.lang, src.metric_mode or spec.metric_mode, ex, F.build_features(tokenizer, ex, train=False, **window))
+        EvalSet(name, src.lang, src.metric_mode or spec.metric_mode, ex,
+                cached_features(cache, tokenizer, ex, train=False, tokenizer_id=tok_id, **window))
         for name, (src, ex) in evals.items()
     ]
     validation = validation or spec.data.validation_set.label
@@ -296,6 +301,12 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
           + (f", stopped early at step {state.step} (best step {state.best_step})" if state.stopped_early else ""),
           file=sys.stderr)
     return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
+
+
+def feature_cache_for(spec: StudySpec) -> ArtifactCache | None:
+    """Where trials share tokenized features: `cache_dir`, else an adaptation study's own cache."""
+    root = spec.cache_dir or (spec.adapt.cache_dir if spec.adapt is not None else None)
+    return ArtifactCache(spec.resolve_path(root)) if root else None
 
 
 def _val_f1(rows: list[dict[str, Any]], validation: str) -> float:

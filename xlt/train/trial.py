@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt import results
-from xlt.spec import StudySpec
+from xlt.spec import StudySpec, trial_spec
 from xlt.train.qa import TrialInfo
 
 
@@ -26,6 +26,8 @@ def run_trial_local(spec: StudySpec, out: Path, params: dict[str, Any]) -> dict[
     """A trial directory holds one trial: its rows and spec are replaced once the new trial reports
     its first rows, so a trial that fails on bad input leaves the previous one intact."""
     out.mkdir(parents=True, exist_ok=True)
+    if spec.cache_dir is None:  # trials run into the same directory reuse its tokenized features
+        spec = trial_spec(spec, {"cache_dir": str(out.resolve() / "artifacts")})
     started = False
     info = TrialInfo(study=spec.name, run_id=f"local-{int(time.time())}", trial_id="trial-0", params=params,
                      provenance=results.provenance())
