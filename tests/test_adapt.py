@@ -203,7 +203,7 @@ def test_pipeline_step3_keeps_token_embeddings_and_step2_curve(tmp_path, method)
     assert df[df.is_final].eval_set.tolist() == ["ru-dev"]
     # a second trial with the same step-1/step-3 inputs reuses the artifacts instead of recomputing
     code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / "run2"), f"adapt.method={method}",
-                           f"adapt.cache_dir={tmp_path / 'run/artifacts'}", "adapt.step2.lr=0.01")
+                           f"cache_dir={tmp_path / 'run/artifacts'}", "adapt.step2.lr=0.01")
     assert code == 0, err
     again = results.read_table(tmp_path / "run2")
     assert "step3" not in set(again.stage)  # step 3 came from the cache

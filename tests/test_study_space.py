@@ -170,8 +170,8 @@ def test_trials_share_the_run_directory_artifacts(tmp_path):
     ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r",
                        primary_set="en-dev")
     t = trial_spec_for(ctx, {"adapt.depth": 2})
-    assert t.adapt.depth == 2 and t.adapt.cache_dir == str(tmp_path / "artifacts")
-    tree["adapt"]["cache_dir"] = "/elsewhere"
+    assert t.adapt.depth == 2 and t.cache_dir == str(tmp_path / "artifacts")
+    tree["cache_dir"] = "/elsewhere"
     ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r",
                        primary_set="en-dev")
-    assert trial_spec_for(ctx, {}).adapt.cache_dir == "/elsewhere"  # a study's own choice stands
+    assert trial_spec_for(ctx, {}).cache_dir == "/elsewhere"  # a study's own choice stands

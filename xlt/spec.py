@@ -202,7 +202,6 @@ class AdaptSpec(_Strict):
     step1: AdaptStep = AdaptStep()
     step2: AdaptStep = AdaptStep(steps=400, lr=1e-3)
     eval_every: int = Field(100, ge=1)  # step-2 steps between downstream evaluations
-    cache_dir: str | None = None  # step-1/step-3 artifacts; default: <run dir>/artifacts
 
 
 class Param(_Strict):
@@ -284,9 +283,10 @@ class StudySpec(_Strict):
     adapt: AdaptSpec | None = None
     search: SearchSpec = SearchSpec()
     resources: Resources = Resources()
-    # artifacts trials share, now the tokenized QA features (<cache_dir>/features/<key>); `xlt run`
-    # and `xlt trial` default it to <run dir>/artifacts; unset (the library), nothing is cached.
-    # Top-level, not in `train`, so that where a cache lives is no part of step 3's content key.
+    # what trials share, content-addressed: trained tokenizers, tokenized QA features, adaptation
+    # steps 1 and 3 (<cache_dir>/<kind>/<key>). `xlt run` and `xlt trial` default it to
+    # <run dir>/artifacts; unset (the library), nothing is cached. Where it lives is no part of
+    # any content key, nor of the spec's hash.
     cache_dir: str | None = None
     expected: tuple[Expected, ...] = ()
     throughput: dict[str, float] = {}  # device kind -> FLOP/s achieved, for `xlt estimate`
@@ -300,7 +300,9 @@ class StudySpec(_Strict):
         return self
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """What the trial is, not where it ran: identical trials in two run directories hash alike."""
+        tree = self.model_dump(mode="json", exclude={"cache_dir"})
+        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolve_path(self, path: str) -> Path:
         return Path(expand_vars(path))

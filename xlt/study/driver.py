@@ -34,10 +34,8 @@ def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
 
     spec = StudySpec.model_validate(ctx.spec)
     extra = {}
-    if spec.adapt is not None and spec.adapt.cache_dir is None:
-        extra["adapt.cache_dir"] = str(Path(ctx.run_dir) / "artifacts")  # shared by all trials and nodes
     if spec.cache_dir is None:
-        extra["cache_dir"] = str(Path(ctx.run_dir) / "artifacts")  # tokenized features, shared the same way
+        extra["cache_dir"] = str(Path(ctx.run_dir) / "artifacts")  # shared by all trials and nodes
     return trial_spec(spec, {**params, **extra})
 
 

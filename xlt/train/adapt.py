@@ -52,8 +52,8 @@ from xlt.models.minimodel import (
     without_pooler,
 )
 from xlt.spec import AdaptStep, StudySpec
-from xlt.tokenization import load_tokenizer, train_tokenizer
-from xlt.train.artifacts import ArtifactCache, content_key, file_fingerprint
+from xlt.tokenization import load_tokenizer
+from xlt.train.artifacts import ArtifactCache, content_key, file_fingerprint, trained_tokenizer
 from xlt.train.loop import (
     LoopConfig,
     LoopState,
@@ -65,13 +65,13 @@ from xlt.train.loop import (
     make_optimizer,
     restore,
     shard,
-    shared,
     train_loop,
 )
 from xlt.train.qa import (
     EvalSet,
     Report,
     TrialInfo,
+    artifact_cache,
     device_kind,
     finetune_qa,
     pick_device,
@@ -318,7 +318,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     meter = Meter(device_kind=device_kind(device), n_devices=session.world_size)
-    cache = ArtifactCache(spec.resolve_path(a.cache_dir) if a.cache_dir else Path(out_dir or ".") / "artifacts")
+    cache = artifact_cache(spec) or ArtifactCache(Path(out_dir or ".") / "artifacts")
     t0 = time.perf_counter()
 
     data = prepare_data(spec)
@@ -338,17 +338,15 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     # every rank must take the same branch (a cache miss trains, data-parallel): rank 0 decides
     hit1, hit3 = session.agree((cache.get("step1", key1) is not None, cache.get("step3", key3) is not None))
 
-    # source tokenizer: the model's own; a tiny model's is trained on English text and QA data once,
-    # and kept with step 1, whose embeddings index it
+    # source tokenizer: the model's own; a tiny model's is trained on English text and QA data (once
+    # per cache: every rank, restart and trial gets the same), and kept with step 1, whose embeddings index it
     if spec.model.name:
         source_tok = load_tokenizer(spec.model.tokenizer or spec.model.name, spec.model.trust_remote_code)
     elif hit1:
         source_tok = load_tokenizer(str(cache.path("step1", key1) / "tokenizer"))
     else:
-        texts = source_lines + list({e.context for e in data.train}) + [e.question for e in data.train]
-        source_tok = shared(session, "source_tokenizer",
-                            lambda: train_tokenizer(texts, spec.model.tiny.vocab_size),  # type: ignore[union-attr]
-                            _save_tokenizer, lambda path: load_tokenizer(str(path)))
+        texts = source_lines + list(dict.fromkeys(e.context for e in data.train)) + [e.question for e in data.train]
+        source_tok = trained_tokenizer(cache, texts, spec.model.tiny.vocab_size)  # type: ignore[union-attr]
 
     # ---- step 1 (cached)
     s1 = _cached_step1(spec, cache, key1, hit1, source_tok, source_lines, meter, device, session)
@@ -359,9 +357,8 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
                        device, session)
 
     # ---- step 2 with step-4 evaluations
-    target_tok = shared(session, "target_tokenizer",
-                        lambda: train_tokenizer(target_lines, a.vocab_size, kind=a.tokenizer_kind),
-                        _save_tokenizer, lambda path: load_tokenizer(str(path)))
+    # one target vocabulary per target text: trials comparing methods or depths share it
+    target_tok = trained_tokenizer(cache, target_lines, a.vocab_size, kind=a.tokenizer_kind)
     std = getattr(s1.body.config, "initializer_range", 0.02)
     weight = init_embeddings(source_tok, target_tok, token_embedding(s1.body).weight, a.embedding_init, std, t.seed)
     emb = set_token_embedding(s1.body, weight.to(device))  # shared by every mini-body built on s1.body
@@ -422,10 +419,6 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
 
 
-def _save_tokenizer(tok, path: Path) -> None:
-    tok.save_pretrained(path)
-
-
 def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, lines, meter: Meter, device,
                   session: Session) -> Step1:
     a = spec.adapt
@@ -443,7 +436,7 @@ def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, li
         return s1
     found = cache.get("step1", key)
     if found is None:  # rank 0 saw it: this node does not share the cache directory
-        raise XltError(f"adapt.cache_dir: {cache.root} is not shared by every node of the trial")
+        raise XltError(f"cache_dir: {cache.root} is not shared by every node of the trial")
     path, meta = found
     from transformers import AutoConfig, AutoModel
 
@@ -464,7 +457,7 @@ def _cached_step3(spec, cache: ArtifactCache, key: str, hit: bool, s1: Step1, to
     if hit:
         found = cache.get("step3", key)
         if found is None:
-            raise XltError(f"adapt.cache_dir: {cache.root} is not shared by every node of the trial")
+            raise XltError(f"cache_dir: {cache.root} is not shared by every node of the trial")
         path, meta = found
         _attribute(meter, "step3", meta["flops"])
         return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)

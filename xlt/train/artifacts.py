@@ -83,3 +83,24 @@ class ArtifactCache:
         except OSError:
             return
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def trained_tokenizer(cache: ArtifactCache | None, texts: list[str], vocab_size: int, kind: str = "wordpiece"):
+    """`tokenization.train_tokenizer`, made once per cache for the same texts and settings.
+
+    Training is not deterministic (four runs on the same texts gave four vocabularies), so trials
+    that should differ only in what a study varies must share one: every caller loads the copy
+    that won the race into the cache."""
+    from xlt.tokenization import load_tokenizer, train_tokenizer
+
+    if cache is None:
+        return train_tokenizer(texts, vocab_size, kind=kind)
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\n")
+    key = content_key(kind="tokenizer", texts=h.hexdigest(), n=len(texts), vocab_size=vocab_size, tokenizer=kind)
+    found = cache.get("tokenizer", key)
+    if found is None:
+        tok = train_tokenizer(texts, vocab_size, kind=kind)
+        found = cache.put("tokenizer", key, lambda tmp: (tok.save_pretrained(tmp), {"vocab": len(tok)})[1])
+    return load_tokenizer(str(found[0]))

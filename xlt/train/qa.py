@@ -24,8 +24,8 @@ from xlt.data.squad import Example
 from xlt.errors import XltError
 from xlt.models.load import load_qa_model, qa_model_from_config, tiny_config
 from xlt.spec import DataSource, StudySpec
-from xlt.tokenization import load_tokenizer, train_tokenizer
-from xlt.train.artifacts import ArtifactCache
+from xlt.tokenization import load_tokenizer
+from xlt.train.artifacts import ArtifactCache, trained_tokenizer
 from xlt.train.features_cache import cached_features, tokenizer_fingerprint
 from xlt.train.loop import (
     BatchCursor,
@@ -126,8 +126,8 @@ def build_tokenizer(spec: StudySpec, train: list[Example]):
     if m.tokenizer or m.name:
         return load_tokenizer(m.tokenizer or m.name, m.trust_remote_code)  # type: ignore[arg-type]
     assert m.tiny is not None
-    texts = list({e.context for e in train}) + [e.question for e in train]
-    return train_tokenizer(texts, m.tiny.vocab_size)
+    texts = list(dict.fromkeys(e.context for e in train)) + [e.question for e in train]  # ordered: a cache key
+    return trained_tokenizer(artifact_cache(spec), texts, m.tiny.vocab_size)
 
 
 def build_model(spec: StudySpec, tokenizer):
@@ -227,7 +227,7 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     world = session.world_size
     t0 = time.perf_counter()
     window = dict(max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, max_query_length=t.max_query_length)
-    cache = feature_cache_for(spec)
+    cache = artifact_cache(spec)
     tok_id = tokenizer_fingerprint(tokenizer) if cache is not None else None
     feats = cached_features(cache, tokenizer, train, train=True, tokenizer_id=tok_id, **window)
     eval_sets = [
@@ -303,10 +303,9 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
 
 
-def feature_cache_for(spec: StudySpec) -> ArtifactCache | None:
-    """Where trials share tokenized features: `cache_dir`, else an adaptation study's own cache."""
-    root = spec.cache_dir or (spec.adapt.cache_dir if spec.adapt is not None else None)
-    return ArtifactCache(spec.resolve_path(root)) if root else None
+def artifact_cache(spec: StudySpec) -> ArtifactCache | None:
+    """Where trials share artifacts (`cache_dir`); None: nothing is cached."""
+    return ArtifactCache(spec.resolve_path(spec.cache_dir)) if spec.cache_dir else None
 
 
 def _val_f1(rows: list[dict[str, Any]], validation: str) -> float:

@@ -26,7 +26,7 @@ def run_trial_local(spec: StudySpec, out: Path, params: dict[str, Any]) -> dict[
     """A trial directory holds one trial: its rows and spec are replaced once the new trial reports
     its first rows, so a trial that fails on bad input leaves the previous one intact."""
     out.mkdir(parents=True, exist_ok=True)
-    if spec.cache_dir is None:  # trials run into the same directory reuse its tokenized features
+    if spec.cache_dir is None:  # trials run into the same directory reuse its tokenizers, features, steps 1 and 3
         spec = trial_spec(spec, {"cache_dir": str(out.resolve() / "artifacts")})
     started = False
     info = TrialInfo(study=spec.name, run_id=f"local-{int(time.time())}", trial_id="trial-0", params=params,
