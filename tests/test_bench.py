@@ -40,6 +40,7 @@ def test_output_structure(tiny_out):
     for c in tr["contenders"].values():
         assert c["tokens_real_per_s"] > 0 and c["examples_per_s"] > 0 and 0 <= c["f1"] <= 100
         assert 0 <= c["padding_share"] < 1 and len(c["rounds"]) == 1
+    check_time_to_f1(tr)
     # the same windows in every contender: the same real tokens, and padding to max_length pads most
     reals = {name: c["rounds"][0]["tokens_real"] for name, c in tr["contenders"].items()}
     assert reals["hf_padded"] == reals["hf_dynamic"]
@@ -62,6 +63,106 @@ def test_output_structure(tiny_out):
     assert {"train_tokens_speedup_vs_hf_padded", "mfu", "step2_speedup_k1_within_20pct_of_analytical"} <= set(out["targets"])
     table = format_table(out)
     assert "QA fine-tuning" in table and "MFU" in table and "Step 2" in table
+    assert "time to F1" in table and "curve xlt" in table
+
+
+def _num(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def check_time_to_f1(tr) -> None:
+    """The time-to-F1 keys of a qa_train part: types, curves, and the target reached or null."""
+    target = tr["target_f1"]
+    assert _num(tr["f1_start"]) and isinstance(tr["target_f1_rule"], str) and tr["target_f1_rule"]
+    assert target is None or _num(target)
+    if target is not None and tr["target_f1_rule"].startswith("derived"):
+        assert target > tr["f1_start"]  # a derived target lies above where every contender starts
+    for name, c in tr["contenders"].items():
+        assert _num(c["eval_seconds"]) and c["eval_seconds"] > 0
+        for run in [c, *c["rounds"]]:
+            curve = run["curve"]
+            assert len(curve) >= 2 and all(len(p) == 3 and all(_num(x) for x in p) for p in curve)
+            assert curve[0] == [0.0, 0.0, tr["f1_start"]]  # every contender starts from the same weights
+            seconds, examples = [p[0] for p in curve], [p[1] for p in curve]
+            assert seconds == sorted(seconds) and examples == sorted(examples), name
+            assert all(0 <= p[2] <= 100 for p in curve)
+            assert curve[-1][2] == pytest.approx(run["f1"])  # the last evaluation is the final F1
+            assert seconds[-1] <= run["train_seconds"] + 1e-6  # evaluation is off the training clock
+            assert examples[-1] == pytest.approx(run["examples"] if run is not c else c["rounds"][0]["examples"])
+        for r in c["rounds"]:
+            assert r["curve_steps"] == sorted(set(r["curve_steps"])) and len(r["curve_steps"]) == len(r["curve"])
+            hit = r["seconds_to_target_f1"]
+            if target is None:
+                assert hit is None and r["examples_to_target_f1"] is None
+                continue
+            if tr["target_f1_rule"].startswith("derived"):
+                assert hit is not None  # derived from the lowest final F1: every run reaches it
+            if hit is not None:
+                i = [p[0] for p in r["curve"]].index(hit)
+                assert r["curve"][i][2] >= target and all(p[2] < target for p in r["curve"][:i])
+                assert r["examples_to_target_f1"] == r["curve"][i][1]
+        assert c["seconds_to_target_f1"] is None or _num(c["seconds_to_target_f1"])
+    for other in ("hf_padded", "hf_dynamic"):
+        sp = tr[f"speedup_time_to_f1_vs_{other}"]
+        assert sp is None or (_num(sp) and sp > 0)
+        if target is None:
+            assert sp is None
+
+
+def test_time_to_f1_target_and_medians():
+    from xlt.bench.qa_train import summarise
+
+    def row(f1s, dt=1.0):
+        curve = [[0.0, 0.0, 10.0]] + [[dt * (i + 1), 8.0 * (i + 1), f] for i, f in enumerate(f1s)]
+        return {"f1": f1s[-1], "curve": curve, "curve_steps": list(range(len(curve)))}
+
+    rounds = {"xlt": [row([20, 40, 50]), row([30, 45, 48])],
+              "hf_padded": [row([15, 30, 44], dt=2.0), row([12, 35, 46], dt=2.0)],
+              "hf_dynamic": [row([11, 20, 30]), row([14, 28, 41])]}
+    # derived: start 10 + 0.9 x (lowest final 30 - 10) = 28; reached by every run
+    target, rule, med = summarise(BenchConfig(), 10.0, rounds)
+    assert target == pytest.approx(28.0) and rule.startswith("derived")
+    assert [r["seconds_to_target_f1"] for r in rounds["xlt"]] == [2.0, 1.0]
+    assert [r["seconds_to_target_f1"] for r in rounds["hf_padded"]] == [4.0, 4.0]
+    assert [r["seconds_to_target_f1"] for r in rounds["hf_dynamic"]] == [3.0, 2.0]
+    assert [r["examples_to_target_f1"] for r in rounds["hf_dynamic"]] == [24.0, 16.0]
+    assert med["xlt"]["seconds_to_target_f1"] == 1.5 and med["hf_padded"]["seconds_to_target_f1"] == 4.0
+    assert med["xlt"]["curve"] == [[0.0, 0.0, 10.0], [1.0, 8.0, 25.0], [2.0, 16.0, 42.5], [3.0, 24.0, 49.0]]
+    # a fixed target one run never reaches: that run is null, and with two rounds so is the median
+    target, rule, med = summarise(BenchConfig(target_f1=45.0), 10.0, rounds)
+    assert (target, rule) == (45.0, "fixed (config.target_f1)")
+    assert [r["seconds_to_target_f1"] for r in rounds["hf_padded"]] == [None, 6.0]
+    assert med["hf_padded"]["seconds_to_target_f1"] is None and med["xlt"]["seconds_to_target_f1"] == 2.5
+    assert med["hf_dynamic"]["examples_to_target_f1"] is None
+    # a run ending no better than the initial weights: no derived target, nothing is timed
+    rounds["hf_dynamic"][0] = row([9, 8, 10])
+    target, rule, med = summarise(BenchConfig(), 10.0, rounds)
+    assert target is None and "no better than the initial weights" in rule
+    assert all(r["seconds_to_target_f1"] is None for rows in rounds.values() for r in rows)
+
+
+def test_clock_pauses_out_evaluation(monkeypatch):
+    from types import SimpleNamespace
+
+    from xlt.bench import common
+
+    now = {"t": 0.0}
+    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: now["t"], process_time=lambda: now["t"] / 2))
+    clock = common.Clock()
+    clock.start()
+    now["t"] = 3.0
+    clock.pause()
+    clock.pause()  # twice: harmless
+    now["t"] = 10.0  # an evaluation: off the clock
+    assert clock.seconds == 3.0
+    clock.resume()
+    clock.resume()
+    now["t"] = 12.0
+    assert clock.seconds == 5.0 and clock.cpu_seconds == 2.5
+    clock.pause()
+    now["t"] = 20.0
+    clock.stop()  # after the last pause: not evaluation time
+    assert (clock.seconds, clock.cpu_seconds, clock.paused_seconds) == (5.0, 2.5, 7.0)
 
 
 def test_mfu_on_fake_timing():
@@ -148,3 +249,4 @@ def test_quick_bench_runs_end_to_end(tmp_path):
     assert result == json.loads((tmp_path / "bench.json").read_text())
     assert result["errors"] == {}
     assert {"qa_train", "qa_eval", "mfu", "orchestration", "adapt_step2", "targets"} <= set(result)
+    check_time_to_f1(result["qa_train"])

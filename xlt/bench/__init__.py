@@ -18,18 +18,33 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
   config                  every size used (BenchConfig)
   seconds                 wall seconds of the whole benchmark
   qa_train                QA fine-tuning (xlt.bench.qa_train)
-    data, model, settings
+    data, model, settings (with curve_points, training_clock)
+    f1_start                F1 of the initial weights every contender starts from
+    target_f1               the F1 every contender is timed to (null: none could be set)
+    target_f1_rule          how it was chosen: config.target_f1, or derived in the run as
+                            f1_start + config.target_f1_fraction x (lowest final F1 of any
+                            contender in any round - f1_start), reached by every run
     contenders.{xlt, hf_padded, hf_dynamic}:
-        train_seconds, train_cpu_seconds (process CPU time: user + system, all threads),
+        train_seconds, train_cpu_seconds (process CPU time: user + system, all threads; both
+        with the clock paused during evaluations), eval_seconds (wall time paused out),
         prep_seconds (preprocessing + set-up before the first step),
         tokens_real_per_s (non-pad tokens), tokens_padded_per_s (all positions computed),
         windows_per_s, examples_per_s (questions x epochs / train_seconds), padding_share,
-        f1, exact_match (on the eval set, decoded the same way for all), rounds[...]
+        f1, exact_match (on the eval set, decoded the same way for all; the last curve point),
+        curve [[train_seconds, examples_seen, f1], ...]: evaluations during training at every
+            ceil(steps / curve_points)-th optimizer step and the last, after [0, 0, f1_start];
+            examples_seen in questions (x epochs) like examples_per_s; pointwise medians over
+            rounds; curve_steps: the optimizer step of each point,
+        seconds_to_target_f1, examples_to_target_f1: at the first curve point with
+            f1 >= target_f1 (median over rounds, a round that never reached it counting as
+            infinite; null: not reached), rounds[...] (each with its own curve and both)
     speedup_tokens_vs_hf_padded, speedup_tokens_vs_hf_dynamic   real tokens/s ratios (medians)
     speedup_tokens_best_vs_hf_padded, speedup_tokens_best_vs_hf_dynamic   the same, fastest
                             round of each (on a shared machine, the least disturbed one)
     speedup_cpu_vs_hf_padded, speedup_cpu_vs_hf_dynamic   ratios of median train_cpu_seconds
                             (the same tokens; CPU time moves less with other load than wall time)
+    speedup_time_to_f1_vs_hf_padded, speedup_time_to_f1_vs_hf_dynamic   ratios of median
+                            seconds_to_target_f1 (null when a contender did not reach it)
     f1_minus_hf_padded, f1_minus_hf_dynamic                     F1 points
   qa_eval                 evaluation: windowing + forward + decoding (xlt.bench.qa_eval)
     settings
@@ -179,17 +194,26 @@ def format_table(out: dict[str, Any]) -> str:
     tr = out.get("qa_train")
     if tr:
         lines += ["", "QA fine-tuning   " + tr["model"], f"  {'contender':<12}{'real tok/s':>11}{'ex/s':>8}"
-                  f"{'windows/s':>10}{'pad %':>7}{'train s':>9}{'CPU s':>8}{'prep s':>8}{'F1':>7}{'EM':>7}"]
+                  f"{'windows/s':>10}{'pad %':>7}{'train s':>9}{'CPU s':>8}{'prep s':>8}{'eval s':>8}{'F1':>7}{'EM':>7}"
+                  f"{'s to F1':>9}{'ex to F1':>9}"]
         for name, c in tr["contenders"].items():
             lines.append(f"  {name:<12}{_f(c['tokens_real_per_s'], '.0f'):>11}{_f(c['examples_per_s'], '.2f'):>8}"
                          f"{_f(c['windows_per_s'], '.2f'):>10}{_f(100 * c['padding_share'], '.1f'):>7}"
                          f"{_f(c['train_seconds'], '.1f'):>9}{_f(c['train_cpu_seconds'], '.1f'):>8}"
-                         f"{_f(c['prep_seconds'], '.1f'):>8}"
-                         f"{_f(c['f1'], '.2f'):>7}{_f(c['exact_match'], '.2f'):>7}")
+                         f"{_f(c['prep_seconds'], '.1f'):>8}{_f(c['eval_seconds'], '.1f'):>8}"
+                         f"{_f(c['f1'], '.2f'):>7}{_f(c['exact_match'], '.2f'):>7}"
+                         f"{_f(c['seconds_to_target_f1'], '.1f'):>9}{_f(c['examples_to_target_f1'], '.0f'):>9}")
         lines.append(f"  xlt real tokens/s: {_f(tr['speedup_tokens_vs_hf_padded'], '.2f')}x hf_padded, "
                      f"{_f(tr['speedup_tokens_vs_hf_dynamic'], '.2f')}x hf_dynamic (fastest rounds: "
                      f"{_f(tr['speedup_tokens_best_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_tokens_best_vs_hf_dynamic'], '.2f')}x;"
                      f" CPU seconds: {_f(tr['speedup_cpu_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_cpu_vs_hf_dynamic'], '.2f')}x)")
+        lines.append(f"  time to F1 {_f(tr['target_f1'], '.2f')} (initial weights {_f(tr['f1_start'], '.2f')}; "
+                     f"{tr['target_f1_rule']}): xlt {_f(tr['speedup_time_to_f1_vs_hf_padded'], '.2f')}x hf_padded, "
+                     f"{_f(tr['speedup_time_to_f1_vs_hf_dynamic'], '.2f')}x hf_dynamic; training clock "
+                     f"{tr['settings']['training_clock']}")
+        for name, c in tr["contenders"].items():
+            lines.append(f"  curve {name:<11}(train s, F1): "
+                         + "  ".join(f"{_f(t, '.1f')} {_f(f1, '.2f')}" for t, _, f1 in c["curve"]))
     ev = out.get("qa_eval")
     if ev:
         lines += ["", "QA evaluation", f"  {'contender':<12}{'ex/s':>8}{'windows/s':>10}{'seconds':>9}{'CPU s':>8}"

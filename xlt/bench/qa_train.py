@@ -1,29 +1,50 @@
 """Part qa_train: QA fine-tuning throughput and F1, xlt's loop vs two transformers.Trainer set-ups.
 
 Contenders (same initial weights, data, windows, AdamW lr / warmup / weight decay, batch size,
-epochs, seed and threads; no evaluation during training):
+epochs, seed and threads):
 
     xlt         xlt.train.qa.finetune_qa: dynamic padding, length-grouped batches
     hf_padded   Trainer + run_qa.py preprocessing: every window padded to max_length
     hf_dynamic  Trainer + unpadded windows, DataCollatorWithPadding, length-grouped sampling
                 (transformers 5: train_sampling_strategy="group_by_length", formerly group_by_length=True)
 
-F1 of every contender is measured the same way (xlt's predict and metrics on the eval set), so it
-compares training only.
+F1 of every contender is measured the same way (xlt.train.qa's predict and score on one shared
+EvalSet: the same eval examples, windows and decoding), so it compares training only.
+
+Time to a fixed F1. Each run is evaluated during training at every ceil(steps / curve_points)-th
+optimizer step and at its last step (xlt: the loop's `evaluate` hook, through the report it calls;
+Trainer: a TrainerCallback's on_step_end), always with that shared evaluation. Evaluation is kept
+off the training clock by *pausing* it (common.Clock, wall and process-CPU time alike): xlt's clock
+pauses when the loop switches the module it trains through to eval mode (before its evaluation)
+and resumes when the loop switches it back; the Trainer's clock pauses and resumes inside the
+callback around the evaluation. So train_seconds, train_cpu_seconds and every throughput figure
+exclude evaluation for every contender, and a curve point's seconds are the training seconds
+before it. Evaluation in eval mode under no_grad draws no random numbers, so the weights trained
+are the same as without it; the last point's F1 is the contender's final F1.
+
+The target is `config.target_f1` when set; otherwise derived after all rounds as
+start + target_f1_fraction x (lowest final F1 of any contender in any round - start), start being
+the F1 of the initial weights (all contenders start from them): above where everyone starts, and
+reached by every run of every contender. Time to target = training seconds at the first
+evaluation point with F1 >= target (so its resolution is one evaluation interval).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import tempfile
 import time
 from typing import Any
 
-from xlt.bench.common import Rounds, medians, quiet
+from xlt.bench.common import Clock, Rounds, medians, quiet, ratio
 from xlt.bench.qa_data import QASetup, hf_train_features
 
 EVAL_NAME = "bench-eval"
-KEYS = ("train_seconds", "train_cpu_seconds", "prep_seconds", "tokens_real_per_s", "tokens_padded_per_s", "windows_per_s",
-        "examples_per_s", "padding_share", "f1", "exact_match")
+KEYS = ("train_seconds", "train_cpu_seconds", "prep_seconds", "eval_seconds", "tokens_real_per_s", "tokens_padded_per_s",
+        "windows_per_s", "examples_per_s", "padding_share", "f1", "exact_match")
+CLOCK = ("paused during evaluations (wall and process CPU): xlt's while the loop holds its module in eval "
+         "mode, the Trainer's inside the evaluating callback")
 
 
 def spec_for(s: QASetup, seed: int, *, eval_every: int | None = None):
@@ -52,16 +73,47 @@ def eval_set(s: QASetup):
 
 
 def score(s: QASetup, model, ev) -> dict[str, float]:
+    """The one evaluation every contender gets (xlt.train.qa's predict and score); the model's
+    train/eval mode is left as it was."""
     import torch
 
-    from xlt import metrics
-    from xlt.train.qa import predict
+    from xlt.train import qa
 
+    was_training = model.training
     model.eval()
-    preds = predict(model, ev, batch_size=s.cfg.eval_batch_size, max_answer_length=s.cfg.max_answer_length,
-                    pad_id=s.tokenizer.pad_token_id or 0, device=torch.device("cpu"))
-    m = metrics.evaluate(ev.gold, preds, ev.lang, "xlt")
+    preds = qa.predict(model, ev, batch_size=s.cfg.eval_batch_size, max_answer_length=s.cfg.max_answer_length,
+                       pad_id=s.tokenizer.pad_token_id or 0, device=torch.device("cpu"))
+    model.train(was_training)
+    m = qa.score(ev, preds)
     return {"f1": m["f1"], "exact_match": m["exact_match"]}
+
+
+def eval_every(total_steps: int, points: int) -> int:
+    """Optimizer steps between evaluations: at most `points` of them, the last at the last step."""
+    return max(1, math.ceil(total_steps / max(1, points)))
+
+
+class Curve:
+    """The evaluations of one training run: each pauses `clock`, scores the model with the shared
+    evaluation and resumes."""
+
+    def __init__(self, s: QASetup, ev, clock: Clock):
+        self.s, self.ev, self.clock = s, ev, clock
+        self.points: list[dict[str, Any]] = []  # {step, seconds, cpu_seconds, windows_seen, f1, exact_match}
+
+    def record(self, model, step: int, windows_seen: int) -> None:
+        self.clock.pause()  # idempotent: xlt's clock is already paused here
+        self.points.append({"step": step, "seconds": self.clock.seconds, "cpu_seconds": self.clock.cpu_seconds,
+                            "windows_seen": windows_seen, **score(self.s, model, self.ev)})
+
+    def figures(self, windows_total: int, questions_total: int, f1_start: float) -> dict[str, Any]:
+        """examples_seen in questions (x epochs), as examples_per_s: windows seen / all windows
+        trained x questions trained; the curve starts at the initial weights (0 s, 0, f1_start)."""
+        last = self.points[-1]
+        curve = [[0.0, 0.0, f1_start]] + [[p["seconds"], p["windows_seen"] / windows_total * questions_total, p["f1"]]
+                                          for p in self.points]
+        return {"f1": last["f1"], "exact_match": last["exact_match"], "eval_seconds": self.clock.paused_seconds,
+                "curve": curve, "curve_steps": [0] + [p["step"] for p in self.points]}
 
 
 def _figures(seconds: float, cpu: float, prep: float, real: int, padded: int, windows: int,
@@ -72,36 +124,68 @@ def _figures(seconds: float, cpu: float, prep: float, real: int, padded: int, wi
             "examples_per_s": questions / seconds, "padding_share": 1 - real / padded if padded else 0.0}
 
 
-def train_xlt(s: QASetup, seed: int) -> tuple[dict[str, Any], Any]:
+def _timed_module(model, clock: Clock):
+    """The module xlt's loop trains through: a thin wrapper of `model` whose switches to eval mode
+    (the loop's, just before it evaluates) pause `clock` and whose switches back to train mode
+    resume it. A training forward resumes it too (a no-op normally): should the loop ever stop
+    switching back, training would still be timed, not silently paused out."""
+    import torch
+
+    class Timed(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            clock.resume()
+            return self.inner(*args, **kwargs)
+
+        def train(self, mode: bool = True):
+            (clock.resume if mode else clock.pause)()
+            return super().train(mode)
+
+    return Timed(model)
+
+
+def train_xlt(s: QASetup, seed: int, ev, f1_start: float, windows: int) -> tuple[dict[str, Any], Any]:
+    """`windows`: how many training windows xlt's features make (for the evaluation interval)."""
     import torch
 
     from xlt.train.loop import Meter, Session
     from xlt.train.qa import finetune_qa
 
+    c = s.cfg
     model = s.fresh_model()
-    spec = spec_for(s, seed, eval_every=10**9)  # more than the run's steps: no evaluation during training
+    total = max(1, math.ceil(c.epochs * math.ceil(windows / c.batch_size)))  # as finetune_qa counts steps
+    spec = spec_for(s, seed, eval_every=eval_every(total, c.curve_points))
+    clock = Clock()
+    curve = Curve(s, ev, clock)
     marks: dict[str, float] = {}
+    meter = Meter()
 
-    # finetune_qa runs its one (final) evaluation on a single question; the clock stops when it
-    # reports, and the clock starts when the loop asks for the module to train through.
+    # The clock starts when the loop asks for the module to train through, pauses while the loop
+    # evaluates (its own evaluation, on a single question, and the curve's in `report`) and stops
+    # at the final rows finetune_qa reports after its last evaluation.
     def wrap(m):
-        marks["start"], marks["cpu_start"] = time.perf_counter(), time.process_time()
-        return m
+        marks["start"] = time.perf_counter()
+        clock.start()
+        return _timed_module(m, clock)
 
     def report(rows) -> None:
-        if "end" not in marks:
-            marks["end"], marks["cpu_end"] = time.perf_counter(), time.process_time()
+        if rows[0]["stage"] == "final":
+            clock.stop()
+        else:
+            curve.record(model, rows[0]["step"], meter.examples)
 
     src = spec.data.eval[0]
-    meter = Meter()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     with quiet():
         finetune_qa(model, s.tokenizer, spec, s.train, {EVAL_NAME: (src, s.eval[:1])}, report, {}, meter,
                     device=torch.device("cpu"), stage="qa", session=Session(wrap=wrap))
-    out = _figures(marks["end"] - marks["start"], marks["cpu_end"] - marks["cpu_start"], marks["start"] - t0, meter.tokens_real, meter.tokens_padded,
-                   meter.examples, len(s.train) * s.cfg.epochs)
-    return out, model
+    out = _figures(clock.seconds, clock.cpu_seconds, marks["start"] - t0, meter.tokens_real, meter.tokens_padded,
+                   meter.examples, len(s.train) * c.epochs)
+    return {**out, **curve.figures(meter.examples, len(s.train) * c.epochs, f1_start)}, model
 
 
 def _trainer_args(s: QASetup, seed: int, out_dir: str, *, grouped: bool):
@@ -117,25 +201,44 @@ def _trainer_args(s: QASetup, seed: int, out_dir: str, *, grouped: bool):
     )
 
 
-def train_hf(s: QASetup, seed: int, *, padded: bool) -> tuple[dict[str, Any], Any]:
+def train_hf(s: QASetup, seed: int, ev, f1_start: float, *, padded: bool) -> tuple[dict[str, Any], Any]:
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, default_data_collator
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, default_data_collator
 
+    c = s.cfg
     model = s.fresh_model()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     with quiet():
-        feats = hf_train_features(s.tokenizer, s.train, s.cfg, pad=padded)
+        feats = hf_train_features(s.tokenizer, s.train, c, pad=padded)
     real = sum(sum(m) for m in feats["attention_mask"])
+    n = len(feats)
     collator = Counting(default_data_collator if padded else DataCollatorWithPadding(s.tokenizer))
+    clock = Clock()
+    curve = Curve(s, ev, clock)
+    per_epoch = math.ceil(n / c.batch_size)
+
+    class Evaluate(TrainerCallback):
+        """Evaluates at every eval_every(max_steps)-th optimizer step and the last, clock paused."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            if step % eval_every(state.max_steps, c.curve_points) == 0 or step == state.max_steps:
+                # windows trained so far (the collator's count runs a batch ahead: accelerate prefetches)
+                seen = (step // per_epoch) * n + min((step % per_epoch) * c.batch_size, n)
+                curve.record(model, step, seen)
+                clock.resume()
+
     with tempfile.TemporaryDirectory(prefix="xlt-bench-") as tmp, quiet():
         trainer = Trainer(model=model, args=_trainer_args(s, seed, tmp, grouped=not padded), train_dataset=feats,
-                          data_collator=collator, processing_class=s.tokenizer)
-        t1, c1 = time.perf_counter(), time.process_time()
+                          data_collator=collator, processing_class=s.tokenizer, callbacks=[Evaluate()])
+        t1 = time.perf_counter()
+        clock.start()
         trainer.train()
-        t2, c2 = time.perf_counter(), time.process_time()
-    e = s.cfg.epochs
-    return _figures(t2 - t1, c2 - c1, t1 - t0, real * e, collator.positions, len(feats) * e, len(s.train) * e), model
+        clock.stop()
+    e = c.epochs
+    out = _figures(clock.seconds, clock.cpu_seconds, t1 - t0, real * e, collator.positions, n * e, len(s.train) * e)
+    return {**out, **curve.figures(n * e, len(s.train) * e, f1_start)}, model
 
 
 class Counting:
@@ -166,28 +269,76 @@ def warm_up(s: QASetup) -> None:
     torch.optim.AdamW(model.parameters(), foreach=True).step()
 
 
+def target_f1(cfg, f1_start: float, finals: list[float]) -> tuple[float | None, str]:
+    """The F1 every contender is timed to, and how it was chosen (see the module docstring)."""
+    if cfg.target_f1 is not None:
+        return cfg.target_f1, "fixed (config.target_f1)"
+    lowest = min(finals)
+    rule = (f"derived: start + {cfg.target_f1_fraction:g} x (lowest final F1 of any contender in any round - start)"
+            f" = {f1_start:.3g} + {cfg.target_f1_fraction:g} x ({lowest:.3g} - {f1_start:.3g})")
+    if lowest <= f1_start:
+        return None, rule + ": none, some run ended no better than the initial weights"
+    return f1_start + cfg.target_f1_fraction * (lowest - f1_start), rule
+
+
+def to_target(curve: list[list[float]], target: float | None) -> tuple[float | None, float | None]:
+    """(training seconds, examples seen) at the first point with F1 >= target; None: never reached."""
+    if target is not None:
+        for seconds, examples, f1 in curve:
+            if f1 >= target:
+                return seconds, examples
+    return None, None
+
+
+def median_reached(xs: list[float | None]) -> float | None:
+    """Median over rounds, a round that never reached the target counting as infinitely long."""
+    m = statistics.median([math.inf if x is None else x for x in xs])
+    return None if math.isinf(m) else m
+
+
+def median_curve(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """Pointwise medians over rounds (a contender evaluates at the same steps in every round)."""
+    points = zip(*(r["curve"] for r in rows), strict=True)
+    return [[statistics.median(col) for col in zip(*same, strict=True)] for same in points]
+
+
+def summarise(cfg, f1_start: float, rounds: dict[str, list[dict[str, Any]]]
+              ) -> tuple[float | None, str, dict[str, dict[str, Any]]]:
+    """The target, its rule and each contender's medians; adds seconds_to_target_f1 and
+    examples_to_target_f1 to every round."""
+    target, rule = target_f1(cfg, f1_start, [r["f1"] for rows in rounds.values() for r in rows])
+    for rows in rounds.values():
+        for r in rows:
+            r["seconds_to_target_f1"], r["examples_to_target_f1"] = to_target(r["curve"], target)
+    med = {name: {**medians(rows, KEYS),
+                  "seconds_to_target_f1": median_reached([r["seconds_to_target_f1"] for r in rows]),
+                  "examples_to_target_f1": median_reached([r["examples_to_target_f1"] for r in rows]),
+                  "curve": median_curve(rows), "curve_steps": rows[0]["curve_steps"]}
+           for name, rows in rounds.items()}
+    return target, rule, med
+
+
 def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
     """Returns the part's figures and the model xlt trained in the last round (for qa_eval)."""
+    from xlt.data import features as F
+
     ev = eval_set(s)
     warm_up(s)
+    f1_start = score(s, s.fresh_model(), ev)["f1"]  # every contender starts from these weights
+    windows = len(F.build_features(s.tokenizer, s.train, train=True, **s.window))  # what xlt's loop will build
     kept: dict[str, Any] = {}
 
-    def contender(name, fn):
-        def go(r: int) -> dict[str, Any]:
-            out, model = fn(s, s.cfg.seed + r)
-            out.update(score(s, model, ev))
-            if name == "xlt":
-                kept["model"] = model
-            return out
-        return go
+    def xlt(s_: QASetup, seed: int):
+        out, kept["model"] = train_xlt(s_, seed, ev, f1_start, windows)
+        return out
 
     rounds = Rounds(s.cfg.train_rounds, log).run({
-        "xlt": contender("xlt", train_xlt),
-        "hf_padded": contender("hf_padded", lambda s_, seed: train_hf(s_, seed, padded=True)),
-        "hf_dynamic": contender("hf_dynamic", lambda s_, seed: train_hf(s_, seed, padded=False)),
+        "xlt": lambda r: xlt(s, s.cfg.seed + r),
+        "hf_padded": lambda r: train_hf(s, s.cfg.seed + r, ev, f1_start, padded=True)[0],
+        "hf_dynamic": lambda r: train_hf(s, s.cfg.seed + r, ev, f1_start, padded=False)[0],
     })
     c = s.cfg
-    med = {name: medians(rows, KEYS) for name, rows in rounds.items()}
+    target, rule, med = summarise(c, f1_start, rounds)
     x = med["xlt"]["tokens_real_per_s"]
     best = {name: max(r["tokens_real_per_s"] for r in rows) for name, rows in rounds.items()}
     part = {
@@ -196,7 +347,11 @@ def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
         "settings": {"train_questions": len(s.train), "eval_questions": len(s.eval), "epochs": c.epochs,
                      "batch_size": c.batch_size, "lr": c.lr, "warmup": c.warmup, "weight_decay": c.weight_decay,
                      "max_seq_length": c.max_seq_length, "doc_stride": c.doc_stride, "rounds": c.train_rounds,
-                     "seeds": [c.seed + r for r in range(c.train_rounds)]},
+                     "seeds": [c.seed + r for r in range(c.train_rounds)], "curve_points": c.curve_points,
+                     "training_clock": CLOCK},
+        "f1_start": f1_start,
+        "target_f1": target,
+        "target_f1_rule": rule,
         "contenders": {name: {**med[name], "rounds": rows} for name, rows in rounds.items()},
         "speedup_tokens_vs_hf_padded": x / med["hf_padded"]["tokens_real_per_s"],
         "speedup_tokens_vs_hf_dynamic": x / med["hf_dynamic"]["tokens_real_per_s"],
@@ -206,6 +361,11 @@ def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
         # process CPU seconds move less with other work's load than wall seconds do
         "speedup_cpu_vs_hf_padded": med["hf_padded"]["train_cpu_seconds"] / med["xlt"]["train_cpu_seconds"],
         "speedup_cpu_vs_hf_dynamic": med["hf_dynamic"]["train_cpu_seconds"] / med["xlt"]["train_cpu_seconds"],
+        # time to the target F1: ratios of the contenders' medians over rounds (None when one never reached it)
+        "speedup_time_to_f1_vs_hf_padded": ratio(med["hf_padded"]["seconds_to_target_f1"],
+                                                 med["xlt"]["seconds_to_target_f1"]),
+        "speedup_time_to_f1_vs_hf_dynamic": ratio(med["hf_dynamic"]["seconds_to_target_f1"],
+                                                  med["xlt"]["seconds_to_target_f1"]),
         "f1_minus_hf_padded": med["xlt"]["f1"] - med["hf_padded"]["f1"],
         "f1_minus_hf_dynamic": med["xlt"]["f1"] - med["hf_dynamic"]["f1"],
     }
