@@ -7,16 +7,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import ROOT, run_cli
-from tests.test_study import EVAL_SETS, final_rows, write_study
+from tests.test_study import EVAL_SETS, final_rows, kill_tagged, tagged_env, write_study, xlt
 from xlt import results
 from xlt.errors import TrainingDiverged, XltError
 from xlt.study import rundir
@@ -238,3 +243,189 @@ def test_a_really_full_filesystem_is_one_line_before_ray(tmp_path, min_free_mb, 
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {r.stderr.strip()[:200]}")
     _one_line(r.returncode, r.stderr, str(out), *words)
     assert r.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- the driver killed at random times (slow)
+
+KILL_SEEDS = (0, 1, 2)  # seed % 3: which part of the timeline the kill falls in (see _strata)
+LRS = [1e-3, 3e-3]
+STEPS, EVAL_EVERY = 24, 3
+ROWS_PER_TRIAL = (STEPS // EVAL_EVERY + 1) * EVAL_SETS  # evaluations and the final rows
+# what an evaluation row says of the training that led to it: equal values = the same computation
+# (train_loss, the mean loss of the window, moves with any change in the weights or the batches)
+ROW_VALUES = ("step", "examples_seen", "tokens_real", "train_loss", "f1", "exact_match")
+
+
+@pytest.fixture(scope="module")
+def kill_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("kills")
+
+
+def _kill_study(root: Path, cache: Path) -> Path:
+    # one cache for every run: the tokenizer is trained once and shared (tokenizers' WordPiece
+    # trainer is not deterministic, huggingface/tokenizers#1794; all else is, with one thread)
+    return write_study(root, name="kills", cache_dir=str(cache),
+                       train={"threads": 1, "max_steps": STEPS, "eval_every": EVAL_EVERY},
+                       search={"algorithm": "grid", "space": {"train.lr": LRS}})
+
+
+def _lines(out: Path) -> int:
+    try:
+        return (out / results.ROWS_LOG).read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _by_params(run_dir: Path) -> dict[tuple, tuple]:
+    """(params, stage, event, eval set) -> the row's values, from results.parquet; unique keys."""
+    rows = results.read_table(run_dir).to_dict("records")
+    keys = [tuple(r[k] for k in rundir.ROW_KEY) for r in rows]
+    assert len(keys) == len(set(keys)), "a row key twice in results.parquet"
+    return {(r["params"], r["stage"], r["event"], r["eval_set"]): tuple(r[k] for k in ROW_VALUES) for r in rows}
+
+
+class _Runs:
+    """`xlt run` in its own session with its own local Ray, every process tagged for clean-up."""
+
+    def __init__(self, root: Path):
+        self.root, self.tag = root, uuid.uuid4().hex
+        self.ray_tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+        self.env = tagged_env(self.tag, RAY_TMPDIR=self.ray_tmp)
+        self.log = open(root / "log.txt", "a")
+
+    def start(self, study: Path, out: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen(xlt("run", str(study), "--out", str(out), *extra), stdout=self.log,
+                                stderr=subprocess.STDOUT, env=self.env, cwd=self.root, start_new_session=True)
+
+    def finish(self, p: subprocess.Popen, timeout: float = 300) -> int:
+        try:
+            return p.wait(timeout=timeout)
+        finally:
+            kill_tagged(self.tag)  # the run's Ray, and a killed driver's orphans: by their tag only
+
+    def close(self) -> None:
+        self.log.close()
+        kill_tagged(self.tag)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(kill_root):
+    """The study run once without interruption: its rows, and when its rows were logged (seconds
+    after launch, by row count), the timeline kill times are drawn from."""
+    root = kill_root / "uninterrupted"
+    root.mkdir()
+    runs = _Runs(root)
+    out = root / "run"
+    milestones: list[tuple[int, float]] = []
+    try:
+        t0 = time.time()
+        p = runs.start(_kill_study(root, kill_root / "cache"), out)
+        while p.poll() is None and time.time() - t0 < 300:
+            n = _lines(out)
+            if n > (milestones[-1][0] if milestones else 0):
+                milestones.append((n, time.time() - t0))
+            time.sleep(0.05)
+        code = runs.finish(p)
+        seconds = time.time() - t0
+    finally:
+        runs.close()
+    assert code == 0, (root / "log.txt").read_text()[-3000:]
+    assert milestones[-1][0] == ROWS_PER_TRIAL * len(LRS)
+    return {"rows": _by_params(out), "milestones": milestones, "seconds": seconds}
+
+
+def _strata(milestones: list[tuple[int, float]]) -> list[list[tuple[float, float]]]:
+    """Three parts of the uninterrupted run's timeline (spans of seconds after launch): before any
+    row (Ray, the Tuner and the first trial starting); while a trial reports its evaluations (a
+    kill there resumes the trial from its checkpoint); between two trials."""
+    def t(rows: int) -> float:  # when the uninterrupted run had logged `rows` rows
+        return next(s for n, s in milestones if n >= rows)
+
+    firsts = [t(k * ROWS_PER_TRIAL + 1) for k in range(len(LRS))]
+    lasts = [t((k + 1) * ROWS_PER_TRIAL) for k in range(len(LRS))]
+    return [[(0.0, firsts[0])], list(zip(firsts, lasts, strict=True)), list(zip(lasts[:-1], firsts[1:], strict=True))]
+
+
+def _kill_at_random(p: subprocess.Popen, out: Path, milestones: list[tuple[int, float]], spans,
+                    rng: random.Random) -> tuple[float, bool]:
+    """SIGKILL the driver at a time drawn uniformly from `spans` of the uninterrupted run's timeline,
+    replayed on this run's own progress: once it has logged the rows the uninterrupted run had by
+    then, wait as long as that run went on without more (but not past its next rows). Returns the
+    drawn time and whether the driver was still running when killed."""
+    x = rng.uniform(0, sum(b - a for a, b in spans))
+    for a, b in spans:
+        if x <= b - a:
+            at = a + x
+            break
+        x -= b - a
+    before = [m for m in milestones if m[1] <= at]
+    rows, since = before[-1] if before else (0, 0.0)
+    after = milestones[len(before)][0] if len(before) < len(milestones) else rows + 1
+    t0 = time.time()
+    while p.poll() is None and _lines(out) < rows and time.time() - t0 < 300:
+        time.sleep(0.02)
+    t1 = time.time() if rows else t0
+    while p.poll() is None and time.time() - t1 < at - since and _lines(out) < after:
+        time.sleep(0.02)
+    alive = p.poll() is None
+    if alive:
+        os.kill(p.pid, signal.SIGKILL)
+    return at, alive
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_a_driver_killed_at_a_random_time_resumes_to_the_same_results(uninterrupted, kill_root, seed):
+    """SIGKILL the study's driver at a seeded random time (each seed in another part of the
+    timeline), then `--resume` until the study is done:
+    every trial once, every row logged before the kill kept with the same values, no finished
+    trial trained again, and the same rows (params, stage, event, eval set) with the same F1, EM,
+    train loss and counters as the uninterrupted run."""
+    root = kill_root / f"seed-{seed}"
+    root.mkdir()
+    study, out = _kill_study(root, kill_root / "cache"), root / "run"
+    runs = _Runs(root)
+    t0 = time.time()
+    try:
+        p = runs.start(study, out)
+        spans = _strata(uninterrupted["milestones"])[seed % 3]
+        at, killed = _kill_at_random(p, out, uninterrupted["milestones"], spans, random.Random(seed))
+        code = runs.finish(p)
+        assert killed and code == -signal.SIGKILL, f"the study ended before the kill at {at:.1f}s"
+        # what the killed study left, once every process it started is gone
+        logged = results.read_log(out)
+        done = {d.parent.name for d in out.glob("trials/*/final.json")}
+        workers = {t: (out / "trials" / t / "rank-0.json").read_text() for t in done}
+        resumes = 0
+        while code != 0:
+            resumes += 1
+            assert resumes <= 3, (root / "log.txt").read_text()[-3000:]
+            code = runs.finish(runs.start(study, out, "--resume"))
+    finally:
+        runs.close()
+    print(f"seed {seed}: killed at {at:.1f}s of the uninterrupted run's {uninterrupted['seconds']:.0f}s, with "
+          f"{len(done)} trial(s) done and {len(logged)} rows logged; {resumes} resume(s); {time.time() - t0:.0f}s")
+
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "done" and (out / "DONE").exists()
+    assert status["counts"] == {"done": len(LRS), "running": 0, "failed": 0, "pending": 0}
+    params = sorted(json.dumps(t["params"], sort_keys=True) for t in status["trials"].values())
+    assert params == sorted(json.dumps({"train.lr": lr, "train.seed": 0}, sort_keys=True) for lr in LRS)
+    table = results.read_table(out)
+    assert table["trial_id"].nunique() == len(LRS) and len(final_rows(out)) == len(LRS) * EVAL_SETS
+    rows = _by_params(out)  # row keys unique
+    # no evaluation logged before the kill lost, none changed (one redone gives the same values)
+    after = results.read_log(out)
+    kept = {tuple(r[k] for k in rundir.ROW_KEY): r for r in after}
+    for r in logged:
+        now = kept[tuple(r[k] for k in rundir.ROW_KEY)]
+        assert tuple(now[k] for k in ROW_VALUES) == tuple(r[k] for k in ROW_VALUES)
+    # a finished trial is not trained again: not one row more, the same Train worker record
+    for t in done:
+        assert [r for r in after if r["trial_id"] == t] == [r for r in logged if r["trial_id"] == t]
+        assert (out / "trials" / t / "rank-0.json").read_text() == workers[t]
+    # the same results as the uninterrupted run, row for row
+    assert rows.keys() == uninterrupted["rows"].keys()
+    assert rows == uninterrupted["rows"]
