@@ -23,7 +23,7 @@ def test_estimate_quickstart_fast_and_torch_free():
 def test_grid_plans_every_point_times_seeds(tmp_path):
     spec = load_spec(ROOT / "studies/minimodel_quickstart.yaml", ["search.seeds=[0,1]"])
     trials = planned_trials(spec)
-    assert len(trials) == 4 * 2 * 2
+    assert len(trials) == (1 + 3 * 2) * 2  # BaseLarge once (no depth), three methods x depth {1, 2}
     assert {t["train.seed"] for t in trials} == {0, 1}
 
 
