@@ -10,6 +10,8 @@ here the same files go through the command line (`xlt validate`, `xlt estimate`)
 import json
 import math
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -91,6 +93,21 @@ def test_runner_accepts_every_study_and_plans_what_estimate_prices(tmp_path, pat
     spec = _spec(path)
     space.check(spec)
     assert space.build(spec, tmp_path).total == len(planned_trials(spec))
+
+
+def test_xlt_validate_runs_the_search_preflight_without_ray_or_torch(tmp_path):
+    """A grid point that sets a key outside search.space (as drcd_zh.yaml once did) fails
+    `xlt validate` as it fails `xlt run`, not only after Ray has started."""
+    tree = read_yaml(ROOT / "studies" / "drcd_zh.yaml")
+    tree["search"] = {"algorithm": "grid", "points": [{"data.target_count": 0}]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    code = subprocess.run(
+        [sys.executable, "-c", "import sys, xlt.cli; r = xlt.cli.main(['validate', sys.argv[1]]);"
+         "assert not {'torch', 'ray'} & set(sys.modules), 'validate imported torch or ray'; sys.exit(r)", str(bad)],
+        cwd=ROOT, capture_output=True, text=True)
+    assert code.returncode == 2, code.stderr
+    assert code.stderr == f"xlt: error: {bad}: search.points[0]: 'data.target_count' is not a key of search.space\n"
 
 
 # ---------------------------------------------------------------- the README's studies table

@@ -94,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _validate(args) -> int:
     from xlt.spec import load_spec
+    from xlt.study.space import check  # `xlt run`'s search pre-flight (imports neither ray nor torch)
 
     spec = load_spec(args.study, args.overrides)
+    try:
+        check(spec)
+    except XltError as e:
+        raise XltError(f"{args.study}: {e}") from None
     print(f"{args.study}: ok ({spec.task} study '{spec.name}', {spec.scale}-scale, search {spec.search.algorithm})")
     return 0
 
