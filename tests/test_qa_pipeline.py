@@ -94,3 +94,28 @@ def test_minilm_learns_real_english_qa(tmp_path, data_dir, minilm_path):
                                   device=torch.device("cpu")))["f1"]
     print(f"MiniLM XQuAD-en F1: untrained {untrained:.2f}, fine-tuned {trained:.2f}")
     assert trained > untrained + 3
+
+
+def test_non_finite_logits_at_evaluation_are_divergence():
+    """A wrecked model can keep a finite loss and still give NaN logits: evaluation says so
+    as a divergence (the trial fails with its reason) instead of crashing in decoding."""
+    from types import SimpleNamespace
+
+    from xlt.data import features as F
+    from xlt.data.squad import parse_squad
+    from xlt.data.synthetic import make_squad
+    from xlt.errors import TrainingDiverged
+    from xlt.tokenization import train_tokenizer
+    from xlt.train.qa import EvalSet, predict
+
+    examples, _ = parse_squad(make_squad("en", 4, 0, "dev"), "d", "en")
+    tok = train_tokenizer([e.context for e in examples] + [e.question for e in examples], 200)
+    ev = EvalSet("d", "en", "xlt", examples, F.build_features(tok, examples, train=False, max_seq_length=64,
+                                                              doc_stride=16, max_query_length=32))
+
+    def nan_model(input_ids, **_):
+        nan = torch.full(input_ids.shape, float("nan"))
+        return SimpleNamespace(start_logits=nan, end_logits=nan)
+
+    with pytest.raises(TrainingDiverged, match="non-finite logits evaluating d"):
+        predict(nan_model, ev, batch_size=8, max_answer_length=30, pad_id=0, device=torch.device("cpu"))

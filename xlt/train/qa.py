@@ -21,7 +21,7 @@ from xlt import compute, metrics
 from xlt.data import features as F
 from xlt.data import squad
 from xlt.data.squad import Example
-from xlt.errors import XltError
+from xlt.errors import TrainingDiverged, XltError
 from xlt.models.load import load_qa_model, qa_model_from_config, tiny_config
 from xlt.spec import DataSource, StudySpec
 from xlt.tokenization import load_tokenizer
@@ -169,7 +169,11 @@ def predict(model, ev: EvalSet, *, batch_size: int, max_answer_length: int, pad_
             meter.flops_eval += flops["flops"]
         with autocast:
             out = model(**{k: v.to(device) for k, v in batch.items()})
-        F.decode(ev.examples, ev.feats, rows, out.start_logits.cpu(), out.end_logits.cpu(), max_answer_length, best)
+        start, end = out.start_logits.float().cpu(), out.end_logits.float().cpu()
+        if not (torch.isfinite(start).all() and torch.isfinite(end).all()):
+            # a model one huge update wrecked can keep a finite loss yet give NaN logits
+            raise TrainingDiverged(f"training diverged: non-finite logits evaluating {ev.name}")
+        F.decode(ev.examples, ev.feats, rows, start, end, max_answer_length, best)
     return {e.id: best[i][1] if i in best else "" for i, e in enumerate(ev.examples)}
 
 
