@@ -183,17 +183,20 @@ def _eval_questions(name: str, n: int) -> str:
 # SHRUNK, NOT AS SHIPPED: the overrides the catalogue test runs each CPU-scale study with. Every
 # study runs all its trials (the same grid / number of samples, so every method, depth and data
 # size is exercised), but with fewer epochs, steps and evaluation questions, so that the four
-# studies together stay within ~15 min of CI on 2 shared cores (14.7 min measured under other
-# load at load average 3-15; each study alone takes 2.5-6 min shrunk). As shipped, measured with
-# `xlt run` on this machine under other load, they take 4.5-7.5 min (quickstart), ~5.5 min
-# (learning_curves_zh_cpu); before they were cut down, 11 min (xquad_minilm_cpu) and ~22 min
-# (minimodel_quickstart, 8 trials of ~3 min, extrapolated from its first 3).
+# studies together stay within ~15 min of CI on 2 shared cores (measured: 9.8 min at load
+# average ~2, 1-4 min each; a smaller cut, without the smaller English sets, took 14.7 min at
+# load 3-15). As shipped, measured with `xlt run` on this 2-core machine under other load,
+# they take 4.5-7.5 min (quickstart),
+# 5.6 min (learning_curves_zh_cpu), 6 min (xquad_minilm_cpu; 11 min before it was cut to 40
+# steps and 50 questions per eval set) and 15.5 min (minimodel_quickstart: 7 trials of 1-3 min;
+# ~22 min as 8 trials with 12 epochs of step 3): too long for a test of their own each.
 # A CPU-scale study not listed here runs as shipped.
 SHRINK: dict[str, list[str]] = {
-    "quickstart": ["train.epochs=2", "train.eval_every=60"],
+    "quickstart": ["train.epochs=2", "train.eval_every=20", "data.english.synthetic.n=600"],
     "learning_curves_zh_cpu": ["train.epochs=1", _eval_questions("learning_curves_zh_cpu.yaml", 60)],
     "xquad_minilm_cpu": ["train.max_steps=10", "train.eval_every=10", _eval_questions("xquad_minilm_cpu.yaml", 30)],
-    "minimodel_quickstart": ["train.epochs=2", "adapt.step1.steps=60", "adapt.step2.steps=60", "adapt.eval_every=30"],
+    "minimodel_quickstart": ["train.epochs=2", "data.english.synthetic.n=600", "adapt.synthetic_lines=1500",
+                             "adapt.step1.steps=60", "adapt.step2.steps=60", "adapt.eval_every=30"],
 }
 
 
