@@ -47,8 +47,14 @@ def test_output_structure(tiny_out):
     assert tr["contenders"]["hf_padded"]["padding_share"] > tr["contenders"]["xlt"]["padding_share"]
 
     ev = out["qa_eval"]
-    assert set(ev["contenders"]) == {"xlt", "hf_run_qa", "hf_pipeline"}
-    assert ev["agreement"]["xlt_vs_hf_run_qa"]["n"] == TINY.eval_questions
+    assert set(ev["contenders"]) == {"xlt", "xlt_pipeline_rule", "hf_run_qa", "hf_pipeline"}
+    for key in ("xlt_vs_hf_run_qa", "xlt_vs_hf_run_qa_exact", "xlt_pipeline_rule_vs_hf_pipeline"):
+        assert ev["agreement"][key]["n"] == TINY.eval_questions
+    c = ev["contenders"]
+    assert all(x["positions"] >= x["tokens_real"] > 0 for x in c.values())
+    # dynamic padding over length-sorted batches computes fewer positions than padding to max_length
+    assert c["xlt"]["positions"] == c["xlt_pipeline_rule"]["positions"] < c["hf_run_qa"]["positions"]
+    assert ev["padding_ceiling_vs_hf_run_qa"] == c["hf_run_qa"]["positions"] / c["xlt"]["tokens_real"]
     assert list(ev["agreement"]["pipeline_rule_stages"]) == [
         "pipeline_inputs", "per_window_softmax", "merge_equal_answers", "align_to_words"]
 

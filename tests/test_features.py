@@ -60,19 +60,92 @@ def test_best_spans_matches_brute_force():
         assert (float(scores[b]), int(starts[b]), int(ends[b])) == pytest.approx((float(best[0]), best[1], best[2]))
 
 
+def decode(examples, feats, logits, *, rule="run_qa", max_answer_length=30, batch_size=3, cls_token_id=None, seed=0):
+    """Feed per-window (start, end) logits to a SpanDecoder in shuffled, padded batches."""
+    dec = F.SpanDecoder(examples, feats, max_answer_length=max_answer_length, rule=rule, cls_token_id=cls_token_id)
+    rows = list(range(len(feats)))
+    random.Random(seed).shuffle(rows)  # batch order must not decide anything
+    for k in range(0, len(rows), batch_size):
+        chunk = rows[k:k + batch_size]
+        width = max(feats.lengths[r] for r in chunk) + 2
+        start, end = torch.randn(len(chunk), width) * 50, torch.randn(len(chunk), width) * 50  # junk as padding
+        for b, r in enumerate(chunk):
+            n = feats.lengths[r]
+            start[b, :n], end[b, :n] = logits[r]
+        dec.add(chunk, start, end)
+    return dec.answers()
+
+
 def test_decode_recovers_gold_from_oracle_logits(tokenizer):
     examples = make_examples(8, seed=1)
     feats = F.build_features(tokenizer, examples, max_seq_length=40, doc_stride=10, train=True)
-    rows = list(range(len(feats)))
-    width = max(feats.lengths)
-    start, end = torch.zeros(len(rows), width), torch.zeros(len(rows), width)
-    for b in rows:  # put the mass on the gold tokens where the window holds the answer
-        if feats.start_positions[b]:
-            start[b, feats.start_positions[b]] = 10
-            end[b, feats.end_positions[b]] = 10
-    best = {}
-    F.decode(examples, feats, rows, start, end, max_answer_length=30, best=best)
-    assert {examples[i].id: t for i, (_, t) in best.items()} == {e.id: e.answers[0][0] for e in examples}
+    logits = []
+    for r in range(len(feats)):  # put the mass on the gold tokens where the window holds the answer
+        start, end = torch.zeros(feats.lengths[r]), torch.zeros(feats.lengths[r])
+        if feats.start_positions[r]:
+            start[feats.start_positions[r]] = end[feats.end_positions[r]] = 10
+        logits.append((start, end))
+    assert decode(examples, feats, logits) == {e.id: e.answers[0][0] for e in examples}
+
+
+WORDY = ("the drengot count lived in melfi while philaretus kept bitstrings of the normans and the drengot "
+         "house ruled melfi until philaretus came").split()
+
+
+def wordy_examples(n, seed):
+    rng = random.Random(seed)
+    return [Example(f"w{i}", "t", ("\ufeff " if i % 2 else "") + " ".join(rng.choices(WORDY, k=rng.randint(15, 60))),
+                    "who ruled melfi?", (), "en") for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rules_equal_run_qa_postprocess_and_the_pipeline_on_random_logits(minilm_path, seed):
+    """The two rules against the benchmark's references on the same windows and logits: run_qa.py's
+    postprocessing (with n_best covering every position, so exact) and the QA pipeline port."""
+    from xlt.bench.qa_eval import pipeline_decide, pipeline_windows, run_qa_postprocess
+
+    tok = load_tokenizer(minilm_path)
+    examples = wordy_examples(12, seed)
+    feats = F.build_features(tok, examples, max_seq_length=40, doc_stride=12, train=False)
+    windows = pipeline_windows(tok, examples, max_seq_len=40, doc_stride=12)
+    assert [w.ids for w in windows] == feats.input_ids and len(feats) > len(examples)
+    g = torch.Generator().manual_seed(seed)
+    logits = [(torch.randn(n, generator=g) * 3, torch.randn(n, generator=g) * 3) for n in feats.lengths]
+    for w, (s, e) in zip(windows, logits, strict=True):
+        w.start, w.end = s.numpy(), e.numpy()
+    pipe = pipeline_decide(tok, examples, windows, max_answer_len=6)
+    assert decode(examples, feats, logits, rule="pipeline", max_answer_length=6, cls_token_id=tok.cls_token_id,
+                  seed=seed) == pipe
+    hf = {"example_id": [examples[i].id for i in feats.example_index], "offset_mapping": feats.offsets}
+    run_qa = run_qa_postprocess(examples, hf, [s.numpy() for s, _ in logits], [e.numpy() for _, e in logits],
+                                n_best=40, max_answer_length=6)
+    assert decode(examples, feats, logits, max_answer_length=6, seed=seed) == run_qa
+    assert sum(pipe[e.id] != run_qa[e.id] for e in examples) > 0  # the rules do differ
+
+
+def test_pipeline_rule_widens_to_words_and_merges_equal_answers(minilm_path):
+    tok = load_tokenizer(minilm_path)
+    ctx = "the count of melfi met Philaretus and the count of melfi met philaretus"
+    ex = [Example("a", "t", ctx, "who?", (), "en")]
+    feats = F.build_features(tok, ex, max_seq_length=14, doc_stride=8, train=False)
+    texts = [[ctx[o[0]:o[1]] for o in offs if o] for offs in feats.offsets]
+    last = len(feats) - 1
+    assert texts[0][-3:] == ["Phil", "are", "tus"] and texts[-1][-3:] == ["phil", "are", "tus"]
+
+    def peak(r, piece, value):  # logits peaking on the last context token spelled `piece`
+        offs = feats.offsets[r]
+        j = max(k for k, o in enumerate(offs) if o and ctx[o[0]:o[1]] == piece)
+        start, end = torch.zeros(len(offs)), torch.zeros(len(offs))
+        start[j] = end[j] = value
+        return start, end
+
+    # windows 0 and -1 point at the middle piece of "Philaretus" / "philaretus"; one window in
+    # between at "met", more strongly than either but less than both together
+    logits = [(torch.zeros(n), torch.zeros(n)) for n in feats.lengths]
+    logits[0], logits[-1], logits[5] = peak(0, "are", 6.0), peak(last, "are", 6.0), peak(5, "met", 9.0)
+    assert decode(ex, feats, logits)["a"] == "met"
+    # widened to the word, merged case-insensitively, the first window's spelling kept
+    assert decode(ex, feats, logits, rule="pipeline", cls_token_id=tok.cls_token_id)["a"] == "Philaretus"
 
 
 def test_length_grouped_batches_cover_everything_once():

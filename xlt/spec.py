@@ -167,6 +167,9 @@ class TrainSpec(_Strict):
     max_query_length: int = Field(64, ge=4)
     max_answer_length: int = Field(30, ge=1)
     n_best: int = Field(20, ge=1)
+    # run_qa: best raw start+end logit over all windows (run_qa.py, how SQuAD/XQuAD results are
+    # reported); pipeline: the answers transformers' question-answering pipeline gives
+    answer_rule: Literal["run_qa", "pipeline"] = "run_qa"
     seed: int = 0
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: what the worker is given
     checkpoint: bool = True

@@ -48,14 +48,21 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     f1_minus_hf_padded, f1_minus_hf_dynamic                     F1 points
   qa_eval                 evaluation: windowing + forward + decoding (xlt.bench.qa_eval)
     settings
-    contenders.{xlt, hf_run_qa, hf_pipeline}: seconds, cpu_seconds, examples_per_s, windows_per_s, f1,
-        exact_match, rounds[...]
+    contenders.{xlt, xlt_pipeline_rule, hf_run_qa, hf_pipeline}: seconds, cpu_seconds,
+        examples_per_s, windows_per_s, f1, exact_match, windows, tokens_real (non-pad),
+        positions (computed, pad included), rounds[...]; xlt decodes with answer_rule run_qa,
+        xlt_pipeline_rule with answer_rule pipeline
     hf_pipeline_implementation  which pipeline ran (transformers' own, or the 4.53 port)
-    speedup_vs_hf_pipeline, speedup_vs_hf_run_qa                examples/s ratios (medians)
+    speedup_vs_hf_pipeline      xlt_pipeline_rule / hf_pipeline examples/s (medians)
+    speedup_vs_hf_run_qa        xlt / hf_run_qa examples/s (medians)
     speedup_best_vs_hf_pipeline, speedup_best_vs_hf_run_qa      the same, fastest rounds
     speedup_cpu_vs_hf_pipeline, speedup_cpu_vs_hf_run_qa        ratios of median cpu_seconds
-    agreement.xlt_vs_hf_pipeline, agreement.xlt_vs_hf_run_qa:
+    padding_ceiling_vs_hf_pipeline, padding_ceiling_vs_hf_run_qa  the contender's positions /
+                            real tokens: the speed-up of computing no padding at all
+    agreement.xlt_pipeline_rule_vs_hf_pipeline, agreement.xlt_vs_hf_run_qa,
+        agreement.xlt_vs_hf_run_qa_exact (run_qa's logits, n_best = every position):
         n, identical, identical_share, differences[{id, a (xlt), b}]
+    agreement.xlt_vs_hf_pipeline: the run_qa rule against the pipeline (n, identical, share)
     agreement.pipeline_rule_stages{pipeline_inputs, per_window_softmax, merge_equal_answers,
         align_to_words}: identical share with xlt: xlt's rule on the pipeline's windows and
         logits, then the pipeline's rule changes added one at a time
@@ -172,7 +179,8 @@ def targets(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
     add("train_f1_minus_hf_dynamic", tr.get("f1_minus_hf_dynamic"), 0.0)
     ev = out.get("qa_eval") or {}
     add("eval_speedup_vs_hf_pipeline", ev.get("speedup_vs_hf_pipeline"), 2.0)
-    add("eval_identical_share_vs_hf_pipeline", _get(ev, "agreement.xlt_vs_hf_pipeline.identical_share"), 1.0)
+    add("eval_identical_share_vs_hf_pipeline", _get(ev, "agreement.xlt_pipeline_rule_vs_hf_pipeline.identical_share"),
+        1.0)
     add("mfu", _get(out, "mfu.mfu"), 0.5)
     for k, m in (_get(out, "adapt_step2.mini") or {}).items():
         ratio = m["measured_over_analytical"]
@@ -216,20 +224,24 @@ def format_table(out: dict[str, Any]) -> str:
                          + "  ".join(f"{_f(t, '.1f')} {_f(f1, '.2f')}" for t, _, f1 in c["curve"]))
     ev = out.get("qa_eval")
     if ev:
-        lines += ["", "QA evaluation", f"  {'contender':<12}{'ex/s':>8}{'windows/s':>10}{'seconds':>9}{'CPU s':>8}"
-                  f"{'F1':>7}{'EM':>7}"]
+        lines += ["", "QA evaluation", f"  {'contender':<19}{'ex/s':>8}{'windows/s':>10}{'seconds':>9}{'CPU s':>8}"
+                  f"{'F1':>7}{'EM':>7}{'positions':>10}{'real tok':>9}"]
         for name, c in ev["contenders"].items():
-            lines.append(f"  {name:<12}{_f(c['examples_per_s'], '.2f'):>8}{_f(c['windows_per_s'], '.2f'):>10}"
+            lines.append(f"  {name:<19}{_f(c['examples_per_s'], '.2f'):>8}{_f(c['windows_per_s'], '.2f'):>10}"
                          f"{_f(c['seconds'], '.2f'):>9}{_f(c['cpu_seconds'], '.2f'):>8}{_f(c['f1'], '.2f'):>7}"
-                         f"{_f(c['exact_match'], '.2f'):>7}")
+                         f"{_f(c['exact_match'], '.2f'):>7}{_f(c.get('positions'), 'd'):>10}{_f(c.get('tokens_real'), 'd'):>9}")
         a = ev["agreement"]
         lines.append(f"  hf_pipeline: {ev['hf_pipeline_implementation']}")
-        lines.append(f"  xlt examples/s: {_f(ev['speedup_vs_hf_pipeline'], '.2f')}x hf_pipeline, "
+        lines.append(f"  xlt examples/s: {_f(ev['speedup_vs_hf_pipeline'], '.2f')}x hf_pipeline (same rule), "
                      f"{_f(ev['speedup_vs_hf_run_qa'], '.2f')}x hf_run_qa (fastest rounds: "
                      f"{_f(ev['speedup_best_vs_hf_pipeline'], '.2f')}x, {_f(ev['speedup_best_vs_hf_run_qa'], '.2f')}x;"
                      f" CPU seconds: {_f(ev['speedup_cpu_vs_hf_pipeline'], '.2f')}x, {_f(ev['speedup_cpu_vs_hf_run_qa'], '.2f')}x)")
-        lines.append(f"  identical answers: {_f(100 * a['xlt_vs_hf_pipeline']['identical_share'], '.1f')}% vs "
-                     f"hf_pipeline, {_f(100 * a['xlt_vs_hf_run_qa']['identical_share'], '.1f')}% vs hf_run_qa")
+        lines.append(f"  padding alone caps any contender at {_f(ev['padding_ceiling_vs_hf_pipeline'], '.2f')}x "
+                     f"hf_pipeline, {_f(ev['padding_ceiling_vs_hf_run_qa'], '.2f')}x hf_run_qa (positions / real tokens)")
+        lines.append(f"  identical answers: {_f(100 * a['xlt_pipeline_rule_vs_hf_pipeline']['identical_share'], '.1f')}%"
+                     f" vs hf_pipeline (answer_rule pipeline), {_f(100 * a['xlt_vs_hf_run_qa']['identical_share'], '.1f')}%"
+                     f" vs hf_run_qa ({_f(100 * a['xlt_vs_hf_run_qa_exact']['identical_share'], '.1f')}% with n_best"
+                     " covering every position)")
         lines.append("  pipeline rule, changes added one at a time (identical % with xlt; questions first changed): "
                      + ", ".join(f"{k} {_f(100 * v, '.1f')}% ({a['pipeline_differences_by_cause'][k]})"
                                  for k, v in a["pipeline_rule_stages"].items()))

@@ -3,7 +3,9 @@
 Contenders, on the same trained model, questions, max_seq_length / doc_stride /
 max_answer_length and batch size:
 
-    xlt          xlt.train.qa.predict: dynamic padding, length-sorted batches, exact banded argmax
+    xlt          xlt.train.qa.predict: dynamic padding, length-sorted batches, exact banded argmax,
+                 answer_rule "run_qa" (compared with hf_run_qa)
+    xlt_pipeline_rule  the same with answer_rule "pipeline" (compared with hf_pipeline)
     hf_run_qa    run_qa.py's evaluation: windows padded to max_length, Trainer.predict, then
                  postprocess_qa_predictions (top-20 starts x top-20 ends per window, raw logit sums)
     hf_pipeline  pipeline("question-answering"); transformers 5 removed that task, so there the
@@ -17,7 +19,13 @@ question), and its decision rule differs in three ways; `pipeline_rule_stages` a
 difference at a time to xlt's rule: scores are start x end probabilities softmax-normalised per window
 (the [CLS] logit inside the normaliser, [CLS] then zeroed) instead of raw logit sums comparable
 across windows; answers with the same text (case-insensitive) from different windows add their
-scores; and spans are widened to whole pre-tokenizer words (align_to_words).
+scores; and spans are widened to whole pre-tokenizer words (align_to_words). xlt's
+answer_rule "pipeline" makes all three; its answers are compared with the pipeline's.
+
+The forward pass is nearly all of the time, so speed-ups come from computing fewer positions:
+each contender reports the positions its batches compute and the real (non-pad) tokens;
+`padding_ceiling_vs_*` is the speed-up a contender with no padding at all would have from that
+alone.
 """
 
 from __future__ import annotations
@@ -65,7 +73,12 @@ def attribute_differences(reference: dict[str, str], stages: Sequence[tuple[str,
 # ---------------------------------------------------------------- xlt
 
 
-def run_xlt(s: QASetup, model, examples: list[Example]) -> tuple[dict[str, str], int]:
+def padded_positions(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> int:
+    """Positions a forward pass computes: every row of a batch padded to its longest."""
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def run_xlt(s: QASetup, model, examples: list[Example], rule: str = "run_qa") -> tuple[dict[str, str], dict[str, int]]:
     import torch
 
     from xlt.data import features as F
@@ -74,8 +87,11 @@ def run_xlt(s: QASetup, model, examples: list[Example]) -> tuple[dict[str, str],
     feats = F.build_features(s.tokenizer, examples, train=False, **s.window)
     ev = EvalSet("bench", s.lang, "xlt", examples, feats)
     preds = predict(model, ev, batch_size=s.cfg.eval_batch_size, max_answer_length=s.cfg.max_answer_length,
-                    pad_id=s.tokenizer.pad_token_id or 0, device=torch.device("cpu"))
-    return preds, len(feats)
+                    pad_id=s.tokenizer.pad_token_id or 0, device=torch.device("cpu"), answer_rule=rule,
+                    cls_token_id=s.tokenizer.cls_token_id)
+    lengths = feats.lengths
+    return preds, {"windows": len(feats), "tokens_real": sum(lengths),
+                   "positions": padded_positions(lengths, list(F.sorted_batches(lengths, s.cfg.eval_batch_size)))}
 
 
 # ---------------------------------------------------------------- run_qa.py
@@ -112,7 +128,8 @@ def run_qa_postprocess(examples: list[Example], features, start_logits, end_logi
     return out
 
 
-def run_hf_run_qa(s: QASetup, model, examples: list[Example]) -> tuple[dict[str, str], int]:
+def run_hf_run_qa(s: QASetup, model, examples: list[Example],
+                  keep: dict[str, Any] | None = None) -> tuple[dict[str, str], dict[str, int]]:
     from transformers import Trainer, TrainingArguments, default_data_collator
 
     _, feats = hf_eval_features(s.tokenizer, examples, s.cfg)
@@ -123,7 +140,10 @@ def run_hf_run_qa(s: QASetup, model, examples: list[Example]) -> tuple[dict[str,
         out = trainer.predict(feats.remove_columns(["example_id", "offset_mapping"]))
     start, end = out.predictions[:2]
     preds = run_qa_postprocess(examples, feats, start, end, max_answer_length=s.cfg.max_answer_length)
-    return preds, len(feats)
+    if keep is not None:
+        keep["run_qa"] = (feats, start, end)
+    real = sum(sum(m) for m in feats["attention_mask"])
+    return preds, {"windows": len(feats), "tokens_real": real, "positions": len(feats) * len(feats[0]["input_ids"])}
 
 
 # ---------------------------------------------------------------- the question-answering pipeline
@@ -255,7 +275,7 @@ def real_pipeline(model, tokenizer) -> tuple[Any, str | None]:
 
 
 def run_pipeline(s: QASetup, model, examples: list[Example], pipe,
-                 keep: dict[str, Any] | None = None) -> tuple[dict[str, str], int | None]:
+                 keep: dict[str, Any] | None = None) -> tuple[dict[str, str], dict[str, int] | None]:
     c = s.cfg
     if pipe is not None:
         out = pipe(question=[e.question for e in examples], context=[e.context for e in examples],
@@ -267,7 +287,10 @@ def run_pipeline(s: QASetup, model, examples: list[Example], pipe,
     pipeline_forward(model, s.tokenizer, windows, c.eval_batch_size)
     if keep is not None:
         keep["windows"] = windows
-    return pipeline_decide(s.tokenizer, examples, windows, max_answer_len=c.max_answer_length), len(windows)
+    lengths = [len(w.ids) for w in windows]
+    batches = [range(k, min(k + c.eval_batch_size, len(windows))) for k in range(0, len(windows), c.eval_batch_size)]
+    counts = {"windows": len(windows), "tokens_real": sum(lengths), "positions": padded_positions(lengths, batches)}
+    return pipeline_decide(s.tokenizer, examples, windows, max_answer_len=c.max_answer_length), counts
 
 
 def rule_stages(s: QASetup, model, examples: list[Example],
@@ -305,44 +328,61 @@ def run(s: QASetup, model, log) -> dict[str, Any]:
         def go(r: int) -> dict[str, Any]:
             with quiet():
                 t0, c0 = time.perf_counter(), time.process_time()
-                p, windows = fn()
+                p, counts = fn()
                 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             preds[name] = p
             m = metrics.evaluate(gold, p, s.lang, "xlt")
-            return {"seconds": dt, "cpu_seconds": cpu, "examples": len(examples), "windows": windows,
+            counts = counts or {}
+            windows = counts.get("windows")
+            return {"seconds": dt, "cpu_seconds": cpu, "examples": len(examples), **counts,
                     "examples_per_s": len(examples) / dt, "windows_per_s": windows / dt if windows else None,
                     "f1": m["f1"], "exact_match": m["exact_match"]}
         return go
 
     rounds = Rounds(s.cfg.eval_rounds, log).run({
         "xlt": contender("xlt", lambda: run_xlt(s, model, examples)),
-        "hf_run_qa": contender("hf_run_qa", lambda: run_hf_run_qa(s, model, examples)),
+        "xlt_pipeline_rule": contender("xlt_pipeline_rule", lambda: run_xlt(s, model, examples, "pipeline")),
+        "hf_run_qa": contender("hf_run_qa", lambda: run_hf_run_qa(s, model, examples, keep)),
         "hf_pipeline": contender("hf_pipeline", lambda: run_pipeline(s, model, examples, pipe, keep)),
     })
     med = {name: medians(rows, KEYS) for name, rows in rounds.items()}
     best = {name: max(r["examples_per_s"] for r in rows) for name, rows in rounds.items()}
+    counts = {name: {k: rows[0].get(k) for k in ("windows", "tokens_real", "positions")} for name, rows in rounds.items()}
     with quiet():
         stages = rule_stages(s, model, examples, keep.get("windows"))
-    xp = preds["xlt"]
+    feats, start, end = keep["run_qa"]
+    # run_qa's own logits with n_best covering every position: the exact best span, as xlt takes it
+    run_qa_exact = run_qa_postprocess(examples, feats, start, end, n_best=start.shape[1],
+                                      max_answer_length=s.cfg.max_answer_length)
+    xp, xpp = preds["xlt"], preds["xlt_pipeline_rule"]
     impl = ("transformers.pipeline('question-answering')" if pipe is not None else
             "port of transformers 4.53 QuestionAnsweringPipeline (transformers "
             f"{_tf_version()} has no question-answering pipeline: {missing})")
+
+    def ceiling(name: str) -> float | None:
+        c = counts[name]
+        return c["positions"] / counts["xlt"]["tokens_real"] if c.get("positions") else None
+
     return {
         "settings": {"questions": len(examples), "batch_size": s.cfg.eval_batch_size,
                      "max_seq_length": s.cfg.max_seq_length, "doc_stride": s.cfg.doc_stride,
                      "max_answer_length": s.cfg.max_answer_length, "rounds": s.cfg.eval_rounds,
                      "tokenizer_returns_token_type_ids": "token_type_ids" in s.tokenizer.model_input_names},
-        "contenders": {name: {**med[name], "rounds": rows} for name, rows in rounds.items()},
+        "contenders": {name: {**med[name], **counts[name], "rounds": rows} for name, rows in rounds.items()},
         "hf_pipeline_implementation": impl,
-        "speedup_vs_hf_pipeline": med["xlt"]["examples_per_s"] / med["hf_pipeline"]["examples_per_s"],
+        "speedup_vs_hf_pipeline": med["xlt_pipeline_rule"]["examples_per_s"] / med["hf_pipeline"]["examples_per_s"],
         "speedup_vs_hf_run_qa": med["xlt"]["examples_per_s"] / med["hf_run_qa"]["examples_per_s"],
-        "speedup_best_vs_hf_pipeline": best["xlt"] / best["hf_pipeline"],
+        "speedup_best_vs_hf_pipeline": best["xlt_pipeline_rule"] / best["hf_pipeline"],
         "speedup_best_vs_hf_run_qa": best["xlt"] / best["hf_run_qa"],
-        "speedup_cpu_vs_hf_pipeline": med["hf_pipeline"]["cpu_seconds"] / med["xlt"]["cpu_seconds"],
+        "speedup_cpu_vs_hf_pipeline": med["hf_pipeline"]["cpu_seconds"] / med["xlt_pipeline_rule"]["cpu_seconds"],
         "speedup_cpu_vs_hf_run_qa": med["hf_run_qa"]["cpu_seconds"] / med["xlt"]["cpu_seconds"],
+        "padding_ceiling_vs_hf_pipeline": ceiling("hf_pipeline"),
+        "padding_ceiling_vs_hf_run_qa": ceiling("hf_run_qa"),
         "agreement": {
-            "xlt_vs_hf_pipeline": compare_predictions(xp, preds["hf_pipeline"]),
+            "xlt_pipeline_rule_vs_hf_pipeline": compare_predictions(xpp, preds["hf_pipeline"]),
             "xlt_vs_hf_run_qa": compare_predictions(xp, preds["hf_run_qa"]),
+            "xlt_vs_hf_run_qa_exact": compare_predictions(xp, run_qa_exact),
+            "xlt_vs_hf_pipeline": compare_predictions(xp, preds["hf_pipeline"], show=0),
             "pipeline_rule_stages": {name: compare_predictions(xp, p, show=0)["identical_share"] for name, p in stages},
             "pipeline_differences_by_cause": attribute_differences(xp, stages),
         },

@@ -29,6 +29,9 @@ class Features:
     example_index: list[int]
     start_positions: list[int]  # 0 (CLS) when the answer is not inside the window
     end_positions: list[int]
+    # evaluation windows: the pre-tokenizer word of each context token (-1 elsewhere), for answers
+    # widened to whole words (answer_rule "pipeline"); None for training windows
+    word_ids: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -62,7 +65,7 @@ def build_features(tokenizer, examples: Sequence[Example], *, max_seq_length: in
         padding=False,
     )
     context_id = 1 if pad_right else 0
-    feats = Features([], [] if "token_type_ids" in enc else None, [], [], [], [])
+    feats = Features([], [] if "token_type_ids" in enc else None, [], [], [], [], None if train else [])
     for i, ids in enumerate(enc["input_ids"]):
         ex_i = enc["overflow_to_sample_mapping"][i]
         seq_ids = enc.sequence_ids(i)
@@ -71,6 +74,9 @@ def build_features(tokenizer, examples: Sequence[Example], *, max_seq_length: in
         if feats.token_type_ids is not None:
             feats.token_type_ids.append(enc["token_type_ids"][i])
         feats.offsets.append(offs)
+        if feats.word_ids is not None:
+            feats.word_ids.append([-1 if w is None or o is None else w
+                                   for w, o in zip(enc.word_ids(i), offs, strict=True)])
         feats.example_index.append(ex_i)
         start = end = 0
         ex = examples[ex_i]
@@ -108,9 +114,10 @@ def save_features(feats: Features, path: str | Path) -> None:
         "start_positions": np.array(feats.start_positions, dtype=np.int64),
         "end_positions": np.array(feats.end_positions, dtype=np.int64),
     }
-    if feats.token_type_ids is not None:
-        arrays["token_type_ids"] = _narrow(np.fromiter(itertools.chain.from_iterable(feats.token_type_ids),
-                                                       dtype=np.int64, count=total))
+    for name in ("token_type_ids", "word_ids"):
+        rows = getattr(feats, name)
+        if rows is not None:
+            arrays[name] = _narrow(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total))
     save_file(arrays, str(path))
 
 
@@ -139,9 +146,9 @@ def load_features(path: str | Path) -> Features:
         raise ValueError(f"{path}: missing arrays {sorted(required - a.keys())}")
     lengths = a["lengths"]
     n, total = len(lengths), int(lengths.sum())
-    types = a.get("token_type_ids")
+    types, words = a.get("token_type_ids"), a.get("word_ids")
     if (lengths.ndim != 1 or (lengths < 0).any() or a["input_ids"].shape != (total,)
-            or a["offsets"].shape != (total, 2) or (types is not None and types.shape != (total,))
+            or a["offsets"].shape != (total, 2) or any(x is not None and x.shape != (total,) for x in (types, words))
             or not a["example_index"].shape == a["start_positions"].shape == a["end_positions"].shape == (n,)):
         raise ValueError(f"{path}: array sizes do not agree")
     bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
@@ -158,6 +165,7 @@ def load_features(path: str | Path) -> Features:
         example_index=a["example_index"].tolist(),
         start_positions=a["start_positions"].tolist(),
         end_positions=a["end_positions"].tolist(),
+        word_ids=split(words.tolist()) if words is not None else None,
     )
 
 
@@ -226,21 +234,89 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, context_mas
     return scores.view(B, -1).gather(1, flat[:, None])[:, 0], flat // L, flat % L
 
 
-def decode(examples: Sequence[Example], feats: Features, rows: Sequence[int], start_logits: torch.Tensor,
-           end_logits: torch.Tensor, max_answer_length: int, best: dict[int, tuple[float, str]]) -> None:
-    """Fold one batch of windows into `best` (example index -> (score, answer text))."""
-    width = start_logits.shape[1]
-    mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    for b, r in enumerate(rows):
-        offs = feats.offsets[r]
-        mask[b, : len(offs)] = torch.tensor([o is not None for o in offs])
-    scores, starts, ends = best_spans(start_logits.float(), end_logits.float(), mask, max_answer_length)
-    for b, r in enumerate(rows):
-        if not mask[b].any():
-            continue
-        ex_i = feats.example_index[r]
-        score = float(scores[b])
-        if ex_i not in best or score > best[ex_i][0]:
-            offs = feats.offsets[r]
-            s, e = offs[int(starts[b])], offs[int(ends[b])]
-            best[ex_i] = (score, examples[ex_i].context[s[0]: e[1]])  # type: ignore[index]
+ANSWER_RULES = ("run_qa", "pipeline")
+
+
+class SpanDecoder:
+    """One answer per example from its windows' logits, fed batch by batch in any order; the
+    windows are folded in their own order at the end, so batch order never decides a tie.
+
+    rule "run_qa": the valid span with the highest raw start + end logit over all windows of the
+        example, the earlier window on ties (run_qa.py's postprocess_qa_predictions, but exact over
+        the band rather than over its top-20 starts x top-20 ends).
+    rule "pipeline": what transformers' question-answering pipeline (4.x, top_k=1) answers: each
+        window's best span scored by start x end probability (a softmax per window over the
+        context and [CLS]), equal answers (case-insensitive) from several windows adding their
+        scores, the span widened to whole pre-tokenizer words (align_to_words).
+    """
+
+    def __init__(self, examples: Sequence[Example], feats: Features, *, max_answer_length: int,
+                 rule: str = "run_qa", cls_token_id: int | None = None) -> None:
+        if rule not in ANSWER_RULES:
+            raise ValueError(f"answer rule {rule!r}: expected one of {', '.join(ANSWER_RULES)}")
+        if rule == "pipeline" and feats.word_ids is None:
+            raise ValueError("answer rule 'pipeline' needs evaluation features (built with train=False)")
+        self.examples, self.feats, self.rule = examples, feats, rule
+        self.max_answer_length, self.cls_token_id = max_answer_length, cls_token_id
+        self.scores: list[float | None] = [None] * len(feats)  # per window; None: no context token
+        self.texts: list[str] = [""] * len(feats)
+
+    def add(self, rows: Sequence[int], start_logits: torch.Tensor, end_logits: torch.Tensor) -> None:
+        """start/end_logits: (B, L) for windows `rows`, anything beyond a window's length ignored."""
+        B, L = start_logits.shape
+        context = torch.zeros(B, L, dtype=torch.bool)
+        for b, r in enumerate(rows):
+            offs = self.feats.offsets[r]
+            context[b, : len(offs)] = torch.tensor([o is not None for o in offs])
+        start, end = start_logits.float(), end_logits.float()
+        scores, starts, ends = best_spans(start, end, context, self.max_answer_length)
+        if self.rule == "pipeline":
+            scores = self._probabilities(rows, context, start, end, starts, ends)
+        for b, r in enumerate(rows):
+            if not context[b, : len(self.feats.offsets[r])].any():
+                continue
+            s, e = int(starts[b]), int(ends[b])
+            if self.rule == "pipeline":
+                s, e = _whole_words(self.feats.word_ids[r], s, e)  # type: ignore[index]
+            offs = self.feats.offsets[r]
+            self.scores[r] = float(scores[b])
+            self.texts[r] = self.examples[self.feats.example_index[r]].context[offs[s][0]: offs[e][1]]  # type: ignore[index]
+
+    def _probabilities(self, rows, context, start, end, starts, ends) -> torch.Tensor:
+        """p_start(s) x p_end(e), each a softmax over the window's context and [CLS] positions."""
+        norm = context.clone()
+        if self.cls_token_id is not None:
+            for b, r in enumerate(rows):
+                ids = torch.tensor(self.feats.input_ids[r])
+                norm[b, : len(ids)] |= ids == self.cls_token_id
+        log_s = start.gather(1, starts[:, None])[:, 0] - start.masked_fill(~norm, -torch.inf).logsumexp(1)
+        log_e = end.gather(1, ends[:, None])[:, 0] - end.masked_fill(~norm, -torch.inf).logsumexp(1)
+        return log_s.exp() * log_e.exp()
+
+    def answers(self) -> dict[str, str]:
+        """Answer text per example id ("" when no window held any context)."""
+        candidates: dict[int, list[list]] = {}
+        for r, score in enumerate(self.scores):
+            if score is None:
+                continue
+            found = candidates.setdefault(self.feats.example_index[r], [])
+            text = self.texts[r]
+            same = next((c for c in found if c[1].lower() == text.lower()), None) if self.rule == "pipeline" else None
+            if same is not None:
+                same[0] += score  # the first window's spelling stays, as in the pipeline
+            else:
+                found.append([score, text])
+        # max() keeps the first of equal scores: the earliest window wins a tie
+        return {ex.id: max(candidates[i], key=lambda c: c[0])[1] if i in candidates else ""
+                for i, ex in enumerate(self.examples)}
+
+
+def _whole_words(words: Sequence[int], s: int, e: int) -> tuple[int, int]:
+    """Widen token span [s, e] to whole words (tokens of one word are contiguous; -1: no word)."""
+    if words[s] >= 0:
+        while s > 0 and words[s - 1] == words[s]:
+            s -= 1
+    if words[e] >= 0:
+        while e + 1 < len(words) and words[e + 1] == words[e]:
+            e += 1
+    return s, e

@@ -389,7 +389,8 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
         rows = []
         for ev in target_sets:
             preds = predict(qa, ev, batch_size=t.eval_batch_size, max_answer_length=t.max_answer_length,
-                            pad_id=target_tok.pad_token_id, device=device, meter=meter, shape=qa_shape, plan=qa_plan)
+                            pad_id=target_tok.pad_token_id, device=device, meter=meter, shape=qa_shape, plan=qa_plan,
+                            answer_rule=t.answer_rule, cls_token_id=target_tok.cls_token_id)
             s = qa_score(ev, preds)
             rows.append({**base, **meter.snapshot("step2"), "stage": "step2", "event": len(events), "step": state.step,
                          "epoch": None, "eval_set": ev.name, "eval_lang": ev.lang, "metric_mode": s["mode"],

@@ -158,9 +158,12 @@ class EvalSet:
 
 @torch.no_grad()
 def predict(model, ev: EvalSet, *, batch_size: int, max_answer_length: int, pad_id: int,
-            device: torch.device, meter: Meter | None = None, shape=None, plan=None) -> dict[str, str]:
-    """Answer text per question id: windows in length-sorted batches, exact best span per example."""
-    best: dict[int, tuple[float, str]] = {}
+            device: torch.device, meter: Meter | None = None, shape=None, plan=None,
+            answer_rule: str = "run_qa", cls_token_id: int | None = None) -> dict[str, str]:
+    """Answer text per question id: windows in length-sorted batches, decoded by `answer_rule`
+    (features.SpanDecoder)."""
+    decoder = F.SpanDecoder(ev.examples, ev.feats, max_answer_length=max_answer_length, rule=answer_rule,
+                            cls_token_id=cls_token_id)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for rows in F.sorted_batches(ev.feats.lengths, batch_size):
         batch = F.collate(ev.feats, rows, pad_id, train=False)
@@ -173,8 +176,8 @@ def predict(model, ev: EvalSet, *, batch_size: int, max_answer_length: int, pad_
         if not (torch.isfinite(start).all() and torch.isfinite(end).all()):
             # a model one huge update wrecked can keep a finite loss yet give NaN logits
             raise TrainingDiverged(f"training diverged: non-finite logits evaluating {ev.name}")
-        F.decode(ev.examples, ev.feats, rows, start, end, max_answer_length, best)
-    return {e.id: best[i][1] if i in best else "" for i, e in enumerate(ev.examples)}
+        decoder.add(rows, start, end)
+    return decoder.answers()
 
 
 def score(ev: EvalSet, predictions: dict[str, str]) -> dict[str, Any]:
@@ -266,7 +269,8 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
         rows = []
         for ev in eval_sets:
             preds = predict(model, ev, batch_size=t.eval_batch_size, max_answer_length=t.max_answer_length,
-                            pad_id=pad_id, device=device, meter=meter, shape=shape, plan=plan)
+                            pad_id=pad_id, device=device, meter=meter, shape=shape, plan=plan,
+                            answer_rule=t.answer_rule, cls_token_id=tokenizer.cls_token_id)
             s = score(ev, preds)
             rows.append({**base, **meter.snapshot(stage), "stage": stage, "event": len(events), "step": state.step,
                          "epoch": state.micro * world / batches_per_epoch, "eval_set": ev.name, "eval_lang": ev.lang,
