@@ -206,5 +206,10 @@ def test_pipeline_step3_keeps_token_embeddings_and_step2_curve(tmp_path, method)
                            f"cache_dir={tmp_path / 'run/artifacts'}", "adapt.step2.lr=0.01")
     assert code == 0, err
     again = results.read_table(tmp_path / "run2")
-    assert "step3" not in set(again.stage)  # step 3 came from the cache
+    assert "xlt: step3:" not in err  # step 3 came from the cache, not trained again ...
+    # ... with the English curve it drew, as this trial's rows
+    cols = ["event", "step", "eval_set", "f1", "exact_match", "flops_train"]
+    first3, again3 = (d[d.stage == "step3"].sort_values(["event", "eval_set"]) for d in (df, again))
+    assert len(first3) > 0 and first3[cols].reset_index(drop=True).equals(again3[cols].reset_index(drop=True))
+    assert set(again3.trial_id) == set(again.trial_id) and set(again3.run_id) == set(again.run_id)
     assert again.flops_train.max() > 0

@@ -461,16 +461,22 @@ def _cached_step3(spec, cache: ArtifactCache, key: str, hit: bool, s1: Step1, to
             raise XltError(f"cache_dir: {cache.root} is not shared by every node of the trial")
         path, meta = found
         _attribute(meter, "step3", meta["flops"])
+        # the English curve this step 3 drew, as this trial's rows: an objective or a dashboard
+        # reading step 3 must not depend on which trial happened to train it (a resumed trial
+        # reported its step-3 rows before it stopped)
+        for rows in meta.get("events", []) if session.resume is None else []:
+            report([{**r, **base, "time": time.time()} for r in rows])
         return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)
     qa = qa_from_body(s1.body).to(device)
     freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
     before = meter.flops_by_stage.get("step3", 0.0)
+    events: list[list[dict[str, Any]]] = []
     finetune_qa(qa, tokenizer, spec, train, evals, report, base, meter, device=device, stage="step3",
-                validation=next(iter(evals)), emit_final=False, session=session)
+                validation=next(iter(evals)), emit_final=False, session=session, events=events)
     if session.rank == 0:
         def write(tmp: Path) -> dict[str, Any]:
             qa.save_pretrained(tmp, safe_serialization=True)
-            return {"flops": meter.flops_by_stage.get("step3", 0.0) - before}
+            return {"flops": meter.flops_by_stage.get("step3", 0.0) - before, "events": events}
 
         cache.put("step3", key, write)
     if session.barrier is not None:

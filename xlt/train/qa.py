@@ -225,10 +225,12 @@ def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | P
 def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                 evals: dict[str, tuple[DataSource, list[Example]]], report: Report, base: dict[str, Any],
                 meter: Meter, *, device: torch.device, stage: str, validation: str | None = None,
-                emit_final: bool = True, session: Session | None = None) -> dict[str, Any]:
+                emit_final: bool = True, session: Session | None = None,
+                events: list[list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The QA fine-tuning core, shared by `run_qa` and adaptation step 3. `validation` names the
     eval set validated mode watches; `emit_final` adds the trial's final rows (a copy of the kept
-    evaluation, stage "final"). `session`: rank, world size, checkpoints (see loop.Session)."""
+    evaluation, stage "final"). `session`: rank, world size, checkpoints (see loop.Session).
+    `events`: filled with every evaluation's rows (a list per evaluation), resumed ones included."""
     t = spec.train
     session = session or Session()
     world = session.world_size
@@ -263,7 +265,7 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
         for rows in shard(cursor, session, lambda rows: on_batch(F.collate(feats, rows, pad_id, train=True))):
             yield F.collate(feats, rows, pad_id, train=True)
 
-    events: list[list[dict[str, Any]]] = []
+    events = [] if events is None else events
 
     def evaluate(state) -> float:
         rows = []
