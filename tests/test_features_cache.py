@@ -165,6 +165,24 @@ def test_a_torn_temporary_directory_is_ignored(tmp_path, tokenizer, examples, co
     assert counted == [True]
     assert_same(feats, F.build_features(tokenizer, examples, train=True, **WINDOW))
     assert (tmp_path / "features" / key / "meta.json").exists()
+    assert torn.exists()  # a recent one may belong to a writer still at work: kept
+
+
+def test_old_temporary_directories_are_swept_recent_ones_kept(tmp_path, tokenizer, examples, counted):
+    import os
+    import time
+
+    from xlt.train.artifacts import STALE_SECONDS
+
+    (tmp_path / "features").mkdir()
+    old, recent = tmp_path / "features" / ".k1.dead", tmp_path / "features" / ".k2.busy"
+    for d in (old, recent):
+        d.mkdir()
+        (d / "x").write_text("partial")
+    then = time.time() - STALE_SECONDS - 60
+    os.utime(old, (then, then))
+    FC.cached_features(ArtifactCache(tmp_path), tokenizer, examples, train=True, **WINDOW)
+    assert not old.exists() and recent.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "no_meta", "meta_disagrees", "missing_file"])

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ def file_fingerprint(paths: list[str]) -> list[tuple[str, int, str]]:
     return out
 
 
+# A writer holds its temporary directory only while it writes the files (seconds to minutes;
+# training happens before): one untouched this long belongs to a killed writer.
+STALE_SECONDS = 6 * 3600
+
+
 class ArtifactCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -53,6 +59,7 @@ class ArtifactCache:
         """`write(tmp_dir)` fills the directory and returns its metadata."""
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
+        self.sweep(kind)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
         try:
             meta = write(tmp)
@@ -71,6 +78,20 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final, json.loads((final / "meta.json").read_text())
+
+    def sweep(self, kind: str, older_than: float = STALE_SECONDS) -> list[Path]:
+        """Remove the temporary directories killed writers left under `kind`; returns them."""
+        gone = []
+        now = time.time()
+        for p in (self.root / kind).glob(".*"):
+            try:
+                stale = p.is_dir() and now - p.stat().st_mtime > older_than
+            except OSError:  # another sweeper was first
+                continue
+            if stale:
+                shutil.rmtree(p, ignore_errors=True)
+                gone.append(p)
+        return gone
 
     def discard(self, kind: str, key: str) -> None:
         """Remove an artifact found damaged, so the next `put` can replace it. It is first renamed
