@@ -60,12 +60,8 @@ from xlt.train.loop import (
     Meter,
     Session,
     batch_compute,
-    capture,
-    linear_schedule,
-    make_optimizer,
-    restore,
+    run_stage,
     shard,
-    train_loop,
 )
 from xlt.train.qa import (
     EvalSet,
@@ -152,23 +148,14 @@ def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, 
 
     cfg = LoopConfig(total_steps=math.ceil(step.steps / world), lr=step.lr, warmup=0.05, weight_decay=0.0,
                      eval_every=math.ceil(eval_every / world) if eval_every else None)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    scheduler = linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
-    state = LoopState()
-    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
-    if saved is not None:
-        state = restore(saved, model, optimizer, scheduler, meter)
+    def resumed(saved, state):
         # replay the seeded stream to where the checkpoint stood: making masked batches is cheap
-        stream = itertools.islice(stream, state.micro * world, None)
-    after_eval = None
-    if session.on_event is not None and evaluate is not None:
-        def after_eval(st: LoopState) -> None:
-            extra = checkpoint_extra() if checkpoint_extra else {}
-            session.on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, **extra))
-    train_loop(session.wrap(model) if session.wrap else model, shard(stream, session, on_batch), cfg, device=device,
-               on_batch=on_batch, loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]),
-               evaluate=evaluate or (lambda state: None), state=state, optimizer=optimizer, scheduler=scheduler,
-               after_eval=after_eval)
+        return shard(itertools.islice(stream, state.micro * world, None) if saved else stream, session, on_batch)
+
+    _, saved = run_stage(model, resumed, cfg, stage=stage, session=session, meter=meter, device=device,
+                         loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]), on_batch=on_batch,
+                         evaluate=evaluate or (lambda state: None), checkpoint=evaluate is not None,
+                         checkpoint_extra=checkpoint_extra)
     return saved
 
 

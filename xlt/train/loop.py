@@ -201,6 +201,33 @@ def restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
     return LoopState(**saved["loop"])
 
 
+def run_stage(model: torch.nn.Module, stream: Callable[[dict[str, Any] | None, LoopState], Iterator[Any]],
+              cfg: LoopConfig, *, stage: str, session: Session, meter: Meter, device: torch.device,
+              loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+              on_batch: Callable[[dict[str, torch.Tensor]], None], evaluate: Callable[[LoopState], float | None],
+              checkpoint: bool = True, checkpoint_extra: Callable[[], dict[str, Any]] | None = None,
+              ) -> tuple[LoopState, dict[str, Any] | None]:
+    """One resumable training stage: its optimizer and schedule, a restore when `session` resumes
+    inside `stage`, a checkpoint after each evaluation (with `checkpoint_extra()`), and the loop.
+    `stream(saved, state)` makes the batches, from where checkpoint `saved` stood when it is not
+    None. Returns the final state and the checkpoint the stage resumed from."""
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    scheduler = linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
+    state = LoopState()
+    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
+    if saved is not None:
+        state = restore(saved, model, optimizer, scheduler, meter)
+    after_eval = None
+    if session.on_event is not None and checkpoint:
+        def after_eval(st: LoopState) -> None:
+            extra = checkpoint_extra() if checkpoint_extra else {}
+            session.on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, **extra))
+    state = train_loop(session.wrap(model) if session.wrap else model, stream(saved, state), cfg, device=device,
+                       loss_fn=loss_fn, on_batch=on_batch, evaluate=evaluate, state=state, optimizer=optimizer,
+                       scheduler=scheduler, after_eval=after_eval)
+    return state, saved
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; no decay on biases and LayerNorm weights (as BERT)."""
     decay, no_decay = [], []

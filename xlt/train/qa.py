@@ -30,17 +30,12 @@ from xlt.train.features_cache import cached_features, tokenizer_fingerprint
 from xlt.train.loop import (
     BatchCursor,
     LoopConfig,
-    LoopState,
     Meter,
     Session,
     batch_compute,
-    capture,
-    linear_schedule,
-    make_optimizer,
-    restore,
+    run_stage,
     shard,
     shared,
-    train_loop,
 )
 
 Report = Callable[[list[dict[str, Any]]], None]
@@ -286,22 +281,15 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     def loss_fn(m, batch):
         return m(**batch).loss
 
-    optimizer = make_optimizer(model, t.lr, t.weight_decay, device)
-    scheduler = linear_schedule(optimizer, total, t.warmup)
-    state = LoopState()
-    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
-    if saved is not None:
-        state = restore(saved, model, optimizer, scheduler, meter)
-        events[:] = saved["events"]
-        cursor.load(saved["cursor"])
-    after_eval = None
-    if session.on_event is not None:
-        def after_eval(st: LoopState) -> None:
-            session.on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, events=events,
-                                             cursor=cursor.state()))
-    state = train_loop(session.wrap(model) if session.wrap else model, batches(), cfg, device=device, loss_fn=loss_fn,
-                       on_batch=on_batch, evaluate=evaluate, state=state, optimizer=optimizer, scheduler=scheduler,
-                       after_eval=after_eval)
+    def stream(saved, state) -> Iterator[dict[str, torch.Tensor]]:
+        if saved is not None:
+            events[:] = saved["events"]
+            cursor.load(saved["cursor"])
+        return batches()
+
+    state, _ = run_stage(model, stream, cfg, stage=stage, session=session, meter=meter, device=device, loss_fn=loss_fn,
+                         on_batch=on_batch, evaluate=evaluate,
+                         checkpoint_extra=lambda: {"events": events, "cursor": cursor.state()})
     kept = max(range(len(events)), key=lambda i: _val_f1(events[i], validation)) if t.mode == "validated" else len(events) - 1
     final = [{**r, **meter.snapshot(stage), "stage": "final", "event": len(events), "is_best": True, "is_final": True,
               "time": time.time()} for r in events[kept]]
