@@ -22,25 +22,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, tiny_qa_study
 from xlt import results
 from xlt.study import rundir
 
 pytestmark = pytest.mark.ray
 
-STUDY = {
-    "name": "tiny",
-    "task": "qa",
-    "model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "vocab_size": 300,
-                       "max_positions": 128}},
-    "data": {"english": {"name": "en-train", "lang": "en", "synthetic": {"n": 100, "seed": 0, "split": "train"}},
-             "eval": [{"name": "en-dev", "lang": "en", "synthetic": {"n": 20, "seed": 0, "split": "dev"}},
-                      {"name": "ru-dev", "lang": "ru", "synthetic": {"n": 20, "seed": 0, "split": "dev"}}]},
-    "train": {"max_steps": 6, "eval_every": 2, "batch_size": 8, "eval_batch_size": 32, "max_seq_length": 96,
-              "doc_stride": 32, "lr": 3e-3, "checkpoint": False},
-    "search": {"algorithm": "grid", "space": {"train.lr": [1e-3, 3e-3]}},
-}
+STUDY = {**tiny_qa_study(train=100, dev=20, max_steps=6),
+         "search": {"algorithm": "grid", "space": {"train.lr": [1e-3, 3e-3]}}}
 EVAL_SETS = 2
+
+
+def run_two_rank_trial(study, out) -> list[dict]:
+    """`xlt run` a one-trial study of two ranks; what each rank wrote about itself (rank-<r>.json)."""
+    code, _, err = run_cli("run", str(study), "--out", str(out))
+    assert code == 0, err
+    (trial,) = list((out / "trials").iterdir())
+    ranks = [json.loads((trial / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    return ranks
 
 
 def write_study(path: Path, name: str = "tiny", **sections) -> Path:
@@ -199,11 +199,7 @@ def test_two_ddp_workers_per_trial(ray_session, in_tmp):
     study = write_study(in_tmp, resources={"workers": 2, "cpus_per_worker": 0.5},
                         search={"algorithm": "grid", "space": {}})
     out = in_tmp / "run"
-    code, _, err = run_cli("run", str(study), "--out", str(out))
-    assert code == 0, err
-    (trial,) = list((out / "trials").iterdir())
-    ranks = [json.loads((trial / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+    ranks = run_two_rank_trial(study, out)
     assert all(r["trained_batches"] == 6 for r in ranks)  # 6 steps, each rank its own share
     assert ranks[0]["pid"] != ranks[1]["pid"]
     log = results.read_log(out)
@@ -226,11 +222,7 @@ def test_two_ddp_workers_per_adaptation_trial(ray_session, in_tmp):
     study = in_tmp / "adapt.yaml"
     study.write_text(yaml.safe_dump(tree))
     out = in_tmp / "run"
-    code, _, err = run_cli("run", str(study), "--out", str(out))
-    assert code == 0, err
-    (trial,) = list((out / "trials").iterdir())
-    ranks = [json.loads((trial / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+    ranks = run_two_rank_trial(study, out)
     assert [r["trained_batches"] for r in ranks] == [8, 8]
     assert len(list((out / "artifacts/tokenizer").iterdir())) == 2  # source and target: one each for both ranks
     rows = rundir.read_rows(out)

@@ -9,22 +9,13 @@ import random
 import pytest
 import torch
 
+from tests.helpers import tiny_qa_study
 from xlt.spec import spec_from_dict
 from xlt.study import rundir
 from xlt.train.loop import BatchCursor, Session, shard
 from xlt.train.qa import TrialInfo, run_qa
 
-TINY = {
-    "name": "tiny",
-    "task": "qa",
-    "model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "vocab_size": 300,
-                       "max_positions": 128}},
-    "data": {"english": {"name": "en-train", "lang": "en", "synthetic": {"n": 80, "seed": 0, "split": "train"}},
-             "eval": [{"name": "en-dev", "lang": "en", "synthetic": {"n": 16, "seed": 0, "split": "dev"}},
-                      {"name": "ru-dev", "lang": "ru", "synthetic": {"n": 16, "seed": 0, "split": "dev"}}]},
-    "train": {"max_steps": 8, "eval_every": 2, "batch_size": 8, "eval_batch_size": 32, "max_seq_length": 96,
-              "doc_stride": 32, "lr": 3e-3, "checkpoint": False},
-}
+TINY = tiny_qa_study(train=80, dev=16, max_steps=8)
 
 
 def tiny(**train):

@@ -100,19 +100,24 @@ def as_dataset(examples: list[Example]):
 # HF contenders pay exactly what that recipe pays.
 
 
+def _hf_windows(tokenizer, batch, cfg: BenchConfig, *, pad: bool):
+    """The recipe's tokenizer call: questions left-stripped, overflowing windows with offsets."""
+    right = tokenizer.padding_side == "right"
+    batch["question"] = [q.lstrip() for q in batch["question"]]
+    return tokenizer(
+        batch["question" if right else "context"], batch["context" if right else "question"],
+        truncation="only_second" if right else "only_first", max_length=min(cfg.max_seq_length, tokenizer.model_max_length),
+        stride=cfg.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+        padding="max_length" if pad else False,
+    )
+
+
 def hf_train_features(tokenizer, examples: list[Example], cfg: BenchConfig, *, pad: bool):
     ds = as_dataset(examples)
     right = tokenizer.padding_side == "right"
-    max_len = min(cfg.max_seq_length, tokenizer.model_max_length)
 
     def prepare(batch):
-        batch["question"] = [q.lstrip() for q in batch["question"]]
-        enc = tokenizer(
-            batch["question" if right else "context"], batch["context" if right else "question"],
-            truncation="only_second" if right else "only_first", max_length=max_len, stride=cfg.doc_stride,
-            return_overflowing_tokens=True, return_offsets_mapping=True,
-            padding="max_length" if pad else False,
-        )
+        enc = _hf_windows(tokenizer, batch, cfg, pad=pad)
         sample_map = enc.pop("overflow_to_sample_mapping")
         offsets_all = enc.pop("offset_mapping")
         enc["start_positions"], enc["end_positions"] = [], []
@@ -152,15 +157,9 @@ def hf_train_features(tokenizer, examples: list[Example], cfg: BenchConfig, *, p
 def hf_eval_features(tokenizer, examples: list[Example], cfg: BenchConfig):
     ds = as_dataset(examples)
     right = tokenizer.padding_side == "right"
-    max_len = min(cfg.max_seq_length, tokenizer.model_max_length)
 
     def prepare(batch):
-        batch["question"] = [q.lstrip() for q in batch["question"]]
-        enc = tokenizer(
-            batch["question" if right else "context"], batch["context" if right else "question"],
-            truncation="only_second" if right else "only_first", max_length=max_len, stride=cfg.doc_stride,
-            return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length",
-        )
+        enc = _hf_windows(tokenizer, batch, cfg, pad=True)
         sample_map = enc.pop("overflow_to_sample_mapping")
         enc["example_id"] = []
         ctx = 1 if right else 0
