@@ -55,6 +55,7 @@ def test_trial_spec_sets_dotted_params(tmp_path):
     ("train.lrr=1", "s.yaml: train.lrr: unknown key (did you mean 'lr'?)"),
     ("train.batch_size=abc", "s.yaml: train.batch_size: Input should be a valid integer"),
     ("train.mode=sometimes", "s.yaml: train.mode: Input should be 'fixed' or 'validated'"),
+    ("train.answer_rule=squad", "s.yaml: train.answer_rule: Input should be 'run_qa' or 'pipeline'"),
     ("data.target_fraction=2", "s.yaml: data.target_fraction: must be <= 1, got 2"),
     ("modle.name=x", "s.yaml: modle: unknown key (did you mean 'model'?)"),
     ("train.doc_stride=500", "doc_stride (500) must be < max_seq_length (384)"),

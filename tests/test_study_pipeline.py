@@ -154,3 +154,19 @@ def test_adaptation_resumes_in_step3_and_step2_exactly(tmp_path):
         for k, row in keyed(resumed).items():
             for col in ("f1", "exact_match", "step", "flops_train", "examples_seen", "train_loss"):
                 assert row[col] == pytest.approx(want[k][col], rel=1e-5, nan_ok=True), (i, k, col)
+
+
+def test_answer_rule_reaches_every_evaluation(monkeypatch):
+    from xlt.data import features as F
+
+    seen = []
+    init = F.SpanDecoder.__init__
+
+    def spy(self, *args, rule="run_qa", **kwargs):
+        seen.append(rule)
+        init(self, *args, rule=rule, **kwargs)
+
+    monkeypatch.setattr(F.SpanDecoder, "__init__", spy)
+    rows = run(tiny(max_steps=2, answer_rule="pipeline"))
+    assert len(seen) == 2 and set(seen) == {"pipeline"}  # one evaluation (step 2, the last), 2 eval sets
+    assert rows and all(0 <= r["f1"] <= 100 for r in rows)
