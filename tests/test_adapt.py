@@ -213,3 +213,30 @@ def test_pipeline_step3_keeps_token_embeddings_and_step2_curve(tmp_path, method)
     assert len(first3) > 0 and first3[cols].reset_index(drop=True).equals(again3[cols].reset_index(drop=True))
     assert set(again3.trial_id) == set(again.trial_id) and set(again3.run_id) == set(again.run_id)
     assert again.flops_train.max() > 0
+
+
+def test_base_large_and_mini_post_at_every_depth_share_one_primary_and_one_step3(tmp_path):
+    """MiniPost's English phase is BaseLarge's: one primary and one step 3 serve both methods at
+    every depth, and each trial is still charged the compute it used (its own step 1 included)."""
+    from tests.helpers import run_cli
+    from xlt import results
+
+    study = tmp_path / "a.yaml"
+    study.write_text(TINY_ADAPT, encoding="utf-8")
+    cache = tmp_path / "cache"
+    tables, errs = {}, {}
+    for name, over in (("post1", ["adapt.method=mini_post", "adapt.depth=1"]), ("large", ["adapt.method=base_large"]),
+                       ("post2", ["adapt.method=mini_post", "adapt.depth=2"])):
+        code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / name), f"cache_dir={cache}",
+                               "model.tiny.layers=3", *over)
+        assert code == 0, err
+        tables[name], errs[name] = results.read_table(tmp_path / name), err
+    assert "xlt: step3:" in errs["post1"] and "xlt: step3:" not in errs["large"] + errs["post2"]
+    assert len(list((cache / "step1").iterdir())) == 3  # BaseLarge's primary, and a post layer per depth
+    assert len(list((cache / "step3").iterdir())) == 1
+    step3 = {n: t[t.stage == "step3"].sort_values(["event", "eval_set"]).reset_index(drop=True) for n, t in tables.items()}
+    assert step3["post1"].f1.tolist() == step3["large"].f1.tolist() == step3["post2"].f1.tolist()
+    # the same step-3 compute on top of each trial's own step 1: MiniPost's adds its post layer
+    first = {n: s.flops_train - s.flops_stage for n, s in step3.items()}
+    assert (first["post1"] > first["large"]).all() and (first["post2"] > first["post1"]).all()
+    assert step3["large"].flops_stage.tolist() == step3["post1"].flops_stage.tolist()

@@ -13,8 +13,10 @@
             evaluated zero-shot on target QA: every `eval_every` step-2 steps and at the end
 
 Steps 1 and 3 do not depend on the target language or on step 2, so they are cached by a
-hash of what produced them and shared by every trial that needs them. Step 3 runs before
-step 2 so that each step-2 evaluation can score the current embeddings downstream.
+hash of what produced them and shared by every trial that needs them. MiniPost's primary is
+BaseLarge's (its English phase does not depend on k): one primary and one step 3 serve
+BaseLarge and MiniPost at every depth. Step 3 runs before step 2 so that each step-2
+evaluation can score the current embeddings downstream.
 """
 
 from __future__ import annotations
@@ -221,6 +223,8 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
     joint = a.method == "mini_joint"
     if joint:
         heads["k"] = new_head(body.config).to(device)
+    if a.method == "mini_post":
+        raise ValueError("run_step1: MiniPost's step 1 is BaseLarge's and then train_post_layer")
     if scratch or joint:  # (continued) English pretraining of the whole primary, MiniJoint with both heads
         model = MaskedLM(body, {n: heads["top"], **({k: heads["k"]} if joint else {})})
         freeze(model, True)
@@ -233,16 +237,26 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
         freeze(heads["top"], True)
         train_mlm(model, tokenizer, lines, a.step1, plan=_mlm_plan(n, (False,) * n, embeddings=False, head=True), **common)
 
-    if a.method == "mini_post":  # bottom k frozen with the embeddings; a new layer + head on top
-        post_layer = copy.deepcopy(layer_list(body)[k])  # initialised from layer k+1 of the primary
-        heads["post"] = new_head(body.config).to(device)
-        model = MaskedLM(mini_body(body, k, [post_layer]), {k + 1: heads["post"]})
-        freeze(model)
-        freeze(post_layer, True)
-        freeze(heads["post"], True)
-        train_mlm(model, tokenizer, lines, a.step1,
-                  plan=_mlm_plan(k + 1, (False,) * k + (True,), embeddings=False, head=True), **common)
     return Step1(body, heads, post_layer)
+
+
+def train_post_layer(spec: StudySpec, primary: Step1, tokenizer, lines: list[str], meter: Meter, device: torch.device,
+                     session: Session | None = None) -> Step1:
+    """MiniPost's step 1 after the primary's (BaseLarge's): the bottom k layers frozen with the
+    embeddings, a new layer (initialised from layer k+1) and MLM head trained on top."""
+    a, seed = spec.adapt, spec.train.seed
+    assert a is not None
+    k = a.depth
+    torch.manual_seed(seed)  # the same start whether the primary was trained just now or loaded
+    post_layer = copy.deepcopy(layer_list(primary.body)[k])
+    heads = nn.ModuleDict({**primary.heads, "post": new_head(primary.body.config).to(device)})
+    model = MaskedLM(mini_body(primary.body, k, [post_layer]), {k + 1: heads["post"]})
+    freeze(model)
+    freeze(post_layer, True)
+    freeze(heads["post"], True)
+    train_mlm(model, tokenizer, lines, a.step1, plan=_mlm_plan(k + 1, (False,) * k + (True,), embeddings=False, head=True),
+              meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1", session=session)
+    return Step1(primary.body, heads, post_layer)
 
 
 def step2_model(s1: Step1, method: str, k: int) -> MaskedLM:
@@ -317,10 +331,10 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     target_lines = _lines(spec, a.target_text, a.target_lang, t.seed + 1, a.target_text_fraction)
 
     text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
-    key1 = content_key(kind="step1", layout=2, model=spec.model.model_dump(mode="json"), method=a.method,
-                       depth=a.depth if a.method != "base_large" else None, step1=a.step1.model_dump(),
-                       text=text_id, seed=t.seed, mlm=a.mlm_probability, dropout=t.dropout)
-    key3 = content_key(kind="step3", step1=key1, train=t.model_dump(mode="json"),
+    key1 = step1_key(spec, a.method, text_id)
+    # step 3 fine-tunes the primary alone: MiniPost's is BaseLarge's, so is its step 3
+    primary = step1_key(spec, "base_large", text_id) if a.method == "mini_post" else key1
+    key3 = content_key(kind="step3", step1=primary, train=t.model_dump(mode="json"),
                        data=spec.data.model_dump(mode="json", exclude={"target", "target_count", "target_fraction"}))
     # every rank must take the same branch (a cache miss trains, data-parallel): rank 0 decides
     hit1, hit3 = session.agree((cache.get("step1", key1) is not None, cache.get("step3", key3) is not None))
@@ -336,7 +350,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
         source_tok = trained_tokenizer(cache, texts, spec.model.tiny.vocab_size)  # type: ignore[union-attr]
 
     # ---- step 1 (cached)
-    s1 = _cached_step1(spec, cache, key1, hit1, source_tok, source_lines, meter, device, session)
+    s1 = _cached_step1(spec, cache, key1, hit1, source_tok, source_lines, meter, device, session, text_id)
 
     # ---- step 3 (cached): English QA, token embeddings frozen
     base = trial_columns(spec, info, method=a.method, target_count=data.target_count)
@@ -407,12 +421,27 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
 
 
+def step1_key(spec: StudySpec, method: str, text_id) -> str:
+    a, t = spec.adapt, spec.train
+    assert a is not None
+    return content_key(kind="step1", layout=3, model=spec.model.model_dump(mode="json"), method=method,
+                       depth=a.depth if method != "base_large" else None, step1=a.step1.model_dump(),
+                       text=text_id, seed=t.seed, mlm=a.mlm_probability, dropout=t.dropout)
+
+
 def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, lines, meter: Meter, device,
-                  session: Session) -> Step1:
+                  session: Session, text_id) -> Step1:
     a = spec.adapt
     if not hit:
         before = meter.flops_by_stage.get("step1", 0.0)
-        s1 = run_step1(spec, tokenizer, lines, meter, device, session)
+        if a.method == "mini_post":  # BaseLarge's primary, from the cache when a trial made it
+            bl = spec.model_copy(update={"adapt": a.model_copy(update={"method": "base_large"})})
+            key_bl = step1_key(bl, "base_large", text_id)
+            hit_bl = session.agree(cache.get("step1", key_bl) is not None)
+            primary = _cached_step1(bl, cache, key_bl, hit_bl, tokenizer, lines, meter, device, session, text_id)
+            s1 = train_post_layer(spec, primary, tokenizer, lines, meter, device, session)
+        else:
+            s1 = run_step1(spec, tokenizer, lines, meter, device, session)
         if session.rank == 0:
             def write(tmp: Path) -> dict[str, Any]:
                 save_model(s1.bundle(), str(tmp / "model.safetensors"))
@@ -447,28 +476,39 @@ def _cached_step3(spec, cache: ArtifactCache, key: str, hit: bool, s1: Step1, to
         if found is None:
             raise XltError(f"cache_dir: {cache.root} is not shared by every node of the trial")
         path, meta = found
+        start = meter.snapshot("step3")
         _attribute(meter, "step3", meta["flops"])
         # the English curve this step 3 drew, as this trial's rows: an objective or a dashboard
         # reading step 3 must not depend on which trial happened to train it (a resumed trial
-        # reported its step-3 rows before it stopped)
-        for rows in meta.get("events", []) if session.resume is None else []:
-            report([{**r, **base, "time": time.time()} for r in rows])
+        # reported its step-3 rows before it stopped). Running totals go on from this trial's
+        # own (its step 1 may differ: MiniPost shares BaseLarge's step 3); times are its own.
+        now = meter.snapshot("step3")
+        for rows in meta.get("events", []) if session.resume is None and "start" in meta else []:
+            report([{**r, **base, **{k: start[k] + r[k] - meta["start"][k] for k in _RUNNING},
+                     **{k: now[k] for k in _CLOCKS}, "time": time.time()} for r in rows])
         return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)
     qa = qa_from_body(s1.body).to(device)
     freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
     before = meter.flops_by_stage.get("step3", 0.0)
+    start = meter.snapshot("step3")
     events: list[list[dict[str, Any]]] = []
     finetune_qa(qa, tokenizer, spec, train, evals, report, base, meter, device=device, stage="step3",
                 validation=next(iter(evals)), emit_final=False, session=session, events=events)
     if session.rank == 0:
         def write(tmp: Path) -> dict[str, Any]:
             qa.save_pretrained(tmp, safe_serialization=True)
-            return {"flops": meter.flops_by_stage.get("step3", 0.0) - before, "events": events}
+            return {"flops": meter.flops_by_stage.get("step3", 0.0) - before, "events": events,
+                    "start": {k: start[k] for k in _RUNNING}}
 
         cache.put("step3", key, write)
     if session.barrier is not None:
         session.barrier()  # a rank restarted into step 2 must find the cached step 3
     return qa
+
+
+# a row's running totals (what the trial has computed and seen so far) and its clocks
+_RUNNING = ("tokens_real", "tokens_padded", "examples_seen", "flops_train", "flops_eval")
+_CLOCKS = ("wall_seconds", "pipeline_seconds", "device_seconds")
 
 
 def _attribute(meter: Meter, stage: str, flops: float) -> None:
