@@ -48,3 +48,30 @@ def test_unknown_hub_size_is_a_clear_error(tmp_path):
                  "  eval: [{hub: squad, split: validation}]\n", encoding="utf-8")
     code, _, err = run_cli("estimate", str(p))
     assert code == 2 and "size of hub dataset some/unknown:train unknown offline" in err
+
+
+def test_steps_trials_share_through_the_cache_are_paid_once():
+    spec = load_spec(ROOT / "studies/minimodel_quickstart.yaml")
+    est = estimate(spec)
+    by = {(t["params"]["adapt.method"], t["params"]["adapt.depth"]): t for t in est["trials"]}
+    large, post1, post2 = by[("base_large", 2)], by[("mini_post", 1)], by[("mini_post", 2)]
+    # each trial is charged all it uses: MiniPost its post layer on top of BaseLarge's whole step 1
+    assert post1["stages"]["step1"] > large["stages"]["step1"] > 0
+    assert post1["stages"]["step3"] == large["stages"]["step3"] == post2["stages"]["step3"]
+    # the study pays BaseLarge's primary and its step 3 once for the three trials, and each
+    # other method's step 1 and step 3 once per depth
+    s = {name: sum(t["stages"][name] for t in est["trials"]) for name in ("step1", "step2", "step3")}
+    primary, step3 = large["stages"]["step1"], large["stages"]["step3"]
+    want = s["step1"] - 2 * primary + s["step2"] + s["step3"] - 2 * step3
+    assert est["flops_train"] == pytest.approx(want)
+    assert est["flops_train_attributed"] == pytest.approx(s["step1"] + s["step2"] + s["step3"])
+    assert est["device_hours"] < est["device_hours_attributed"]
+
+
+def test_one_step3_serves_every_target_language():
+    spec = load_spec(ROOT / "studies/minimodel_quickstart.yaml",
+                     ['search.space={"adapt.target_lang": [ru, zh, de]}', "search.points=[]"])
+    est = estimate(spec)
+    assert est["n_trials"] == 3
+    t = est["trials"][0]["stages"]
+    assert est["flops_train"] == pytest.approx(t["step1"] + t["step3"] + 3 * t["step2"])

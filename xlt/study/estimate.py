@@ -227,27 +227,56 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
         "mini_post": _mlm_flops(compute.EncoderShape(**{**vars(shape), "layers": k + 1}), (False,) * k + (True,),
                                 a.step1, embeddings=False, head=True),
         "base_small": _mlm_flops(small, (True,) * k, a.step1, embeddings=True, head=True),
-    }[a.method]
+    }
     run = {"base_large": n, "mini_joint": k, "mini_post": k + 1, "base_small": k}[a.method]
     vocab_shape = compute.EncoderShape(**{**vars(shape), "layers": run, "vocab": a.vocab_size})
     step2 = _mlm_flops(vocab_shape, (False,) * run, a.step2, embeddings=True, head=False)
     step3, evals_flops, _ = _qa_flops(spec, small, train_q, mean, evals, embeddings_trainable=False)
-    return {"flops_train": step1 + step2 + step3, "flops_eval": evals_flops,
-            "stages": {"step1": step1, "step2": step2, "step3": step3}}
+    # what trials share through the artifact cache (xlt.train.adapt): step 1 per method and
+    # depth, MiniPost's on top of BaseLarge's primary, and step 3 per primary
+    key1 = _step1_key(spec, a.method)
+    shared = [("step1", key1, step1[a.method])]
+    primary = key1
+    if a.method == "mini_post":
+        primary = _step1_key(spec, "base_large")
+        shared.append(("step1", primary, step1["base_large"]))
+    shared.append(("step3", json.dumps([primary, spec.train.model_dump(mode="json"), spec.data.model_dump(
+        mode="json", exclude={"target", "target_count", "target_fraction"})], sort_keys=True), step3))
+    s1 = sum(f for stage, _, f in shared if stage == "step1")
+    return {"flops_train": s1 + step2 + step3, "flops_eval": evals_flops,
+            "stages": {"step1": s1, "step2": step2, "step3": step3}, "shared": shared}
+
+
+def _step1_key(spec: StudySpec, method: str) -> str:
+    a, t = spec.adapt, spec.train
+    assert a is not None
+    return json.dumps({"model": spec.model.model_dump(mode="json"), "method": method,
+                       "depth": a.depth if method != "base_large" else None, "step1": a.step1.model_dump(mode="json"),
+                       "text": list(a.source_text), "lines": a.synthetic_lines, "seed": t.seed,
+                       "mlm": a.mlm_probability, "dropout": t.dropout}, sort_keys=True)
 
 
 def estimate(spec: StudySpec) -> dict[str, Any]:
+    """Every planned trial's cost (each charged all it uses, shared steps included) and the
+    study's: a step that trials share through the artifact cache is computed once."""
     kind = "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
     throughput = spec.throughput.get(kind, DEFAULT_THROUGHPUT[kind])
-    rows = []
+    rows, once = [], {}
     for params in planned_trials(spec):
         cost = trial_cost(trial_spec(spec, params))
+        shared = cost.pop("shared", [])
+        for stage, key, flops in shared:
+            once.setdefault((stage, key), flops)
         hours = (cost["flops_train"] + cost["flops_eval"] / 3) / throughput / 3600  # inference runs ~3x faster
-        rows.append({"params": params, **cost, "device_hours": hours})
-    total = sum(r["flops_train"] for r in rows)
+        rows.append({"params": params, **cost, "device_hours": hours,
+                     "_own": cost["flops_train"] - sum(f for _, _, f in shared)})
+    attributed = sum(r["flops_train"] for r in rows)
+    paid = sum(r.pop("_own") for r in rows) + sum(once.values())
+    evals = sum(r["flops_eval"] for r in rows)
     return {"study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": throughput,
-            "trials": rows, "n_trials": len(rows), "flops_train": total,
-            "flops_eval": sum(r["flops_eval"] for r in rows), "device_hours": sum(r["device_hours"] for r in rows)}
+            "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
+            "flops_eval": evals, "device_hours": (paid + evals / 3) / throughput / 3600,
+            "device_hours_attributed": sum(r["device_hours"] for r in rows)}
 
 
 def format_estimate(est: dict[str, Any]) -> str:
@@ -261,4 +290,7 @@ def format_estimate(est: dict[str, Any]) -> str:
         lines.append(f"  ... {est['n_trials'] - 50} more")
     lines.append(f"total: {est['flops_train']:.3g} training FLOPs, {est['flops_eval']:.3g} evaluation FLOPs, "
                  f"{est['device_hours']:.3g} {est['device_kind']}-hours")
+    if est["flops_train_attributed"] > est["flops_train"] * (1 + 1e-9):
+        lines.append(f"  (trials share cached steps: the per-trial figures add up to {est['device_hours_attributed']:.3g} "
+                     f"{est['device_kind']}-hours, {est['flops_train_attributed']:.3g} training FLOPs)")
     return "\n".join(lines)
