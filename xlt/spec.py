@@ -166,7 +166,7 @@ class TrainSpec(_Strict):
     doc_stride: int = Field(128, ge=8)
     max_query_length: int = Field(64, ge=4)
     max_answer_length: int = Field(30, ge=1)
-    n_best: int = Field(20, ge=1)
+    n_best: int = Field(20, ge=1)  # accepted, bounds nothing: decoding is exact over the band
     # run_qa: best raw start+end logit over all windows (run_qa.py, how SQuAD/XQuAD results are
     # reported); pipeline: the answers transformers' question-answering pipeline gives
     answer_rule: Literal["run_qa", "pipeline"] = "run_qa"
