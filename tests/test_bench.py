@@ -45,6 +45,7 @@ def test_output_structure(tiny_out):
     reals = {name: c["rounds"][0]["tokens_real"] for name, c in tr["contenders"].items()}
     assert reals["hf_padded"] == reals["hf_dynamic"]
     assert tr["contenders"]["hf_padded"]["padding_share"] > tr["contenders"]["xlt"]["padding_share"]
+    assert tr["padding_ceiling_vs_hf_padded"] > 1  # padding to max_length computes more positions per token
 
     ev = out["qa_eval"]
     assert set(ev["contenders"]) == {"xlt", "xlt_pipeline_rule", "hf_run_qa", "hf_pipeline"}

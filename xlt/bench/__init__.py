@@ -46,6 +46,8 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     speedup_time_to_f1_vs_hf_padded, speedup_time_to_f1_vs_hf_dynamic   ratios of median
                             seconds_to_target_f1 (null when a contender did not reach it)
     f1_minus_hf_padded, f1_minus_hf_dynamic                     F1 points
+    padding_ceiling_vs_hf_padded, padding_ceiling_vs_hf_dynamic   (1 - xlt's padding share) /
+                            (1 - the contender's): the speed-up computing fewer positions gives
   qa_eval                 evaluation: windowing + forward + decoding (xlt.bench.qa_eval)
     settings
     contenders.{xlt, xlt_pipeline_rule, hf_run_qa, hf_pipeline}: seconds, cpu_seconds,
@@ -215,6 +217,8 @@ def format_table(out: dict[str, Any]) -> str:
                      f"{_f(tr['speedup_tokens_vs_hf_dynamic'], '.2f')}x hf_dynamic (fastest rounds: "
                      f"{_f(tr['speedup_tokens_best_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_tokens_best_vs_hf_dynamic'], '.2f')}x;"
                      f" CPU seconds: {_f(tr['speedup_cpu_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_cpu_vs_hf_dynamic'], '.2f')}x)")
+        lines.append(f"  padding alone accounts for {_f(tr['padding_ceiling_vs_hf_padded'], '.2f')}x hf_padded, "
+                     f"{_f(tr['padding_ceiling_vs_hf_dynamic'], '.2f')}x hf_dynamic (positions per real token)")
         lines.append(f"  time to F1 {_f(tr['target_f1'], '.2f')} (initial weights {_f(tr['f1_start'], '.2f')}; "
                      f"{tr['target_f1_rule']}): xlt {_f(tr['speedup_time_to_f1_vs_hf_padded'], '.2f')}x hf_padded, "
                      f"{_f(tr['speedup_time_to_f1_vs_hf_dynamic'], '.2f')}x hf_dynamic; training clock "

@@ -318,6 +318,10 @@ def summarise(cfg, f1_start: float, rounds: dict[str, list[dict[str, Any]]]
     return target, rule, med
 
 
+def _padding_ratio(xlt: dict[str, Any], other: dict[str, Any]) -> float:
+    return (1 - xlt["padding_share"]) / (1 - other["padding_share"])
+
+
 def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
     """Returns the part's figures and the model xlt trained in the last round (for qa_eval)."""
     from xlt.data import features as F
@@ -368,5 +372,9 @@ def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
                                                   med["xlt"]["seconds_to_target_f1"]),
         "f1_minus_hf_padded": med["xlt"]["f1"] - med["hf_padded"]["f1"],
         "f1_minus_hf_dynamic": med["xlt"]["f1"] - med["hf_dynamic"]["f1"],
+        # the speed-up padding alone allows: the contender's computed positions per real token
+        # against xlt's (training is compute-bound, so beyond this only lighter steps count)
+        "padding_ceiling_vs_hf_padded": _padding_ratio(med["xlt"], med["hf_padded"]),
+        "padding_ceiling_vs_hf_dynamic": _padding_ratio(med["xlt"], med["hf_dynamic"]),
     }
     return part, kept.get("model")
