@@ -255,11 +255,11 @@ def test_runs_and_trials_default_to_their_artifacts_directory(tmp_path):
 
     spec = spec_from_dict(TINY)
     assert spec.cache_dir is None and artifact_cache(spec) is None  # the library caches nothing unasked
-    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(tmp_path), run_id="r", primary_set="en-dev")
+    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(tmp_path), run_id="r")
     t = trial_spec_for(ctx, {"train.lr": 1e-4})
     assert artifact_cache(t).root == tmp_path / "artifacts"
     ctx = StudyContext(spec={**spec.model_dump(mode="json"), "cache_dir": "/elsewhere"}, run_dir=str(tmp_path),
-                       run_id="r", primary_set="en-dev")
+                       run_id="r")
     assert trial_spec_for(ctx, {}).cache_dir == "/elsewhere"  # a study's own choice stands
     a = spec.model_dump(mode="json")
     assert spec_from_dict({**a, "cache_dir": "/x"}).hash() == spec.hash()  # where it ran is not what it is

@@ -167,11 +167,46 @@ def test_trials_share_the_run_directory_artifacts(tmp_path):
 
     tree = copy.deepcopy(BASE)
     tree.update(task="adapt", adapt={"synthetic_lines": 10})
-    ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r",
-                       primary_set="en-dev")
+    ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r")
     t = trial_spec_for(ctx, {"adapt.depth": 2})
     assert t.adapt.depth == 2 and t.cache_dir == str(tmp_path / "artifacts")
     tree["cache_dir"] = "/elsewhere"
-    ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r",
-                       primary_set="en-dev")
+    ctx = StudyContext(spec=spec_from_dict(tree).model_dump(mode="json"), run_dir=str(tmp_path), run_id="r")
     assert trial_spec_for(ctx, {}).cache_dir == "/elsewhere"  # a study's own choice stands
+
+
+def _adapt_tree():
+    tree = copy.deepcopy(BASE)
+    tree["data"]["eval"].append({"name": "zh-dev", "lang": "zh", "synthetic": {"n": 5, "split": "dev"}})
+    tree.update(task="adapt", adapt={"target_lang": "ru", "synthetic_lines": 10})
+    return tree
+
+
+def test_an_adaptation_trial_is_scored_on_its_target_language():
+    """English is step 3's, before any adaptation: the bare f1 of an adaptation trial is its
+    target language's, whichever language the trial adapts to; an explicit objective set wins."""
+    from xlt.spec import trial_spec
+
+    s = spec_from_dict(_adapt_tree())
+    assert space.primary_set(s) == "ru-dev"
+    assert space.primary_set(trial_spec(s, {"adapt.target_lang": "zh"})) == "zh-dev"
+    explicit = spec_from_dict({**_adapt_tree(), "search": {"objectives": [{"metric": "f1", "eval_set": "en-dev"}]}})
+    assert space.primary_set(trial_spec(explicit, {"adapt.target_lang": "zh"})) == "en-dev"
+    assert space.primary_set(spec()) == "en-dev"  # QA: the validation set
+
+
+def test_status_scores_each_adaptation_trial_on_its_own_target(tmp_path):
+    out = tmp_path / "run"
+    rundir.create(out, spec_from_dict(_adapt_tree()), None)
+    now = time.time()
+    trials = {t: {"params": {"adapt.target_lang": lang}, "state": "done", "seconds": 9.0}
+              for t, lang in (("t1", "ru"), ("t2", "zh"))}
+    rundir.write_json(out / "status.json", {"study": "s", "run_id": "s-1", "state": "done", "updated": now,
+                                            "objectives": [["f1", "max"]], "primary_set": "ru-dev", "trials": trials})
+    row = {"study": "s", "exact_match": 1.0, "flops_train": 1e9, "wall_seconds": 5.0, "time": now}
+    results.append_rows(out, [{**row, "trial_id": "t1", "stage": "step3", "event": 0, "eval_set": "en-dev", "f1": 50.0},
+                              {**row, "trial_id": "t1", "stage": "final", "event": 1, "eval_set": "ru-dev", "f1": 20.0},
+                              {**row, "trial_id": "t2", "stage": "step3", "event": 0, "eval_set": "en-dev", "f1": 50.0},
+                              {**row, "trial_id": "t2", "stage": "final", "event": 1, "eval_set": "zh-dev", "f1": 30.0}])
+    st = json.loads(run_cli("status", str(out), "--json")[1])
+    assert {t["trial_id"]: t["scores"]["f1"] for t in st["trials"]} == {"t1": 20.0, "t2": 30.0}

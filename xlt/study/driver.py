@@ -26,7 +26,6 @@ class StudyContext:
     spec: dict[str, Any]  # the study spec, JSON
     run_dir: str
     run_id: str
-    primary_set: str
 
 
 def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
@@ -46,6 +45,7 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from xlt.study.space import primary_set
     from xlt.train.worker import train_fn, trial_dir
 
     trial_id = tune.get_context().get_trial_id()
@@ -62,7 +62,7 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={"spec": spec.model_dump(mode="json"), "params": params, "run_dir": ctx.run_dir,
-                           "trial_id": trial_id, "run_id": ctx.run_id, "primary_set": ctx.primary_set,
+                           "trial_id": trial_id, "run_id": ctx.run_id, "primary_set": primary_set(spec),
                            "threads": max(1, int(r.cpus_per_worker))},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=per_worker),

@@ -171,8 +171,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progr
 
     from xlt.study.driver import StudyContext, trial_driver
 
-    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"],
-                       primary_set=search.primary_set)
+    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"])
     driver, _ = _bundles(spec, opts.driver_resource)
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
                                     {"cpu": driver.pop("CPU"), **driver})

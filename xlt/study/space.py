@@ -41,10 +41,15 @@ class Search:
 
 def primary_set(spec: StudySpec) -> str:
     """The eval set whose scores are reported as bare `f1`/`exact_match`: the first score
-    objective's set, else the validation set."""
+    objective's set; else, adapting, the first set in the trial's target language (what
+    adaptation is for; English is step 3's, before any adaptation); else the validation set."""
     for obj in spec.search.objectives:
         if obj.metric in ("f1", "exact_match") and obj.eval_set:
             return obj.eval_set
+    if spec.task == "adapt" and spec.adapt is not None:
+        target = next((e.label for e in spec.data.eval if e.lang == spec.adapt.target_lang), None)
+        if target is not None:
+            return target
     return spec.data.validation_set.label
 
 

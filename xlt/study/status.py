@@ -31,6 +31,25 @@ def _value(rows: list[dict[str, Any]], metric: str, primary: str | None) -> floa
     return None
 
 
+def _primary_of(spec: dict[str, Any] | None, default: str | None):
+    """params -> the trial's primary eval set (an adaptation trial's depends on its target
+    language); `default` when the spec cannot say."""
+    from xlt.spec import StudySpec, trial_spec
+    from xlt.study.space import primary_set
+
+    try:
+        study = StudySpec.model_validate(spec)
+    except Exception:  # a spec.json from another xlt version: the study-wide set
+        return lambda params: default
+
+    def of(params: dict[str, Any] | None) -> str | None:
+        try:
+            return primary_set(trial_spec(study, params or {}))
+        except Exception:
+            return default
+    return of
+
+
 def study_status(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise XltError(f"{run_dir}: no such run directory")
@@ -49,14 +68,15 @@ def study_status(run_dir: Path) -> dict[str, Any]:
     for r in rows:
         by_trial.setdefault(r["trial_id"], []).append(r)
     objectives = [tuple(o) for o in st.get("objectives") or [("f1", "max")]]
-    primary = st.get("primary_set")
+    primary = _primary_of(spec, st.get("primary_set"))
     trials = []
     for tid in sorted(set(st.get("trials", {})) | set(by_trial)):
         t = st.get("trials", {}).get(tid, {})
         trows = sorted(by_trial.get(tid, []), key=lambda r: (r.get("time") or 0))
         final = [r for r in trows if r.get("stage") == "final"]
         last = trows[-1] if trows else {}
-        scores = {m: _value(final or [r for r in trows if r.get("event") == last.get("event")], m, primary)
+        scores = {m: _value(final or [r for r in trows if r.get("event") == last.get("event")], m,
+                            primary(t.get("params")))
                   for m, _ in objectives}
         pipeline = last.get("wall_seconds")
         seconds = t.get("seconds")
