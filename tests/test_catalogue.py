@@ -188,7 +188,8 @@ def _eval_questions(name: str, n: int) -> str:
 # load 3-15). As shipped, measured with `xlt run` on this 2-core machine under other load,
 # they take 4.5-7.5 min (quickstart),
 # 5.6 min (learning_curves_zh_cpu), 6 min (xquad_minilm_cpu; 11 min before it was cut to 40
-# steps and 50 questions per eval set) and 15.5 min (minimodel_quickstart: 7 trials of 1-3 min;
+# steps and 50 questions per eval set) and 11 min (minimodel_quickstart: 7 trials of 1-2 min, MiniPost
+# on BaseLarge's cached primary and step 3; 15.5 min before they were shared;
 # ~22 min as 8 trials with 12 epochs of step 3): too long for a test of their own each.
 # A CPU-scale study not listed here runs as shipped.
 SHRINK: dict[str, list[str]] = {
