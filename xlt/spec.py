@@ -482,3 +482,29 @@ def trial_spec(spec: StudySpec, params: dict[str, Any]) -> StudySpec:
     """The study's spec with a trial's parameters (dotted keys) set."""
     tree = apply_overrides(spec.model_dump(mode="json", exclude_none=True), params)
     return spec_from_dict(tree, f"trial {params}")
+
+
+# ---------------------------------------------------------------- what adaptation trials share
+# Trials that agree on these share one adaptation step 1 / step 3 through the artifact cache:
+# xlt.train.adapt keys the cache with them, xlt.study.estimate prices each once.
+
+
+def step1_identity(spec: StudySpec, method: str) -> dict[str, Any]:
+    """What step 1 of `method` depends on, the source text's content aside."""
+    a, t = spec.adapt, spec.train
+    assert a is not None
+    return {"model": spec.model.model_dump(mode="json"), "method": method,
+            "depth": a.depth if method != "base_large" else None, "step1": a.step1.model_dump(mode="json"),
+            "seed": t.seed, "mlm": a.mlm_probability, "dropout": t.dropout}
+
+
+def primary_method(method: str) -> str:
+    """Whose step-1 primary a method fine-tunes in step 3: MiniPost's is BaseLarge's (its English
+    phase does not depend on k), so the two share step 3."""
+    return "base_large" if method == "mini_post" else method
+
+
+def step3_identity(spec: StudySpec) -> dict[str, Any]:
+    """What step 3 depends on besides its primary: the QA training and the non-target data."""
+    return {"train": spec.train.model_dump(mode="json"),
+            "data": spec.data.model_dump(mode="json", exclude={"target", "target_count", "target_fraction"})}

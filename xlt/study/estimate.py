@@ -20,7 +20,7 @@ from typing import Any
 from xlt import compute
 from xlt.data.squad import read_squad_file
 from xlt.errors import XltError
-from xlt.spec import DataSource, StudySpec, trial_spec
+from xlt.spec import DataSource, StudySpec, primary_method, step1_identity, step3_identity, trial_spec
 
 # device kind -> sustained FLOP/s of a whole trial (training, evaluation, data loading). These are
 # assumptions, not measurements: for GPUs ~16% of an A100's 312 TFLOP/s bf16 peak, what BERT-base
@@ -234,26 +234,20 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     step3, evals_flops, _ = _qa_flops(spec, small, train_q, mean, evals, embeddings_trainable=False)
     # what trials share through the artifact cache (xlt.train.adapt): step 1 per method and
     # depth, MiniPost's on top of BaseLarge's primary, and step 3 per primary
-    key1 = _step1_key(spec, a.method)
-    shared = [("step1", key1, step1[a.method])]
-    primary = key1
-    if a.method == "mini_post":
-        primary = _step1_key(spec, "base_large")
-        shared.append(("step1", primary, step1["base_large"]))
-    shared.append(("step3", json.dumps([primary, spec.train.model_dump(mode="json"), spec.data.model_dump(
-        mode="json", exclude={"target", "target_count", "target_fraction"})], sort_keys=True), step3))
+    primary = primary_method(a.method)
+    shared = [("step1", _step1_key(spec, m), step1[m]) for m in dict.fromkeys([a.method, primary])]
+    shared.append(("step3", json.dumps([_step1_key(spec, primary), step3_identity(spec)], sort_keys=True), step3))
     s1 = sum(f for stage, _, f in shared if stage == "step1")
     return {"flops_train": s1 + step2 + step3, "flops_eval": evals_flops,
             "stages": {"step1": s1, "step2": step2, "step3": step3}, "shared": shared}
 
 
 def _step1_key(spec: StudySpec, method: str) -> str:
-    a, t = spec.adapt, spec.train
+    a = spec.adapt
     assert a is not None
-    return json.dumps({"model": spec.model.model_dump(mode="json"), "method": method,
-                       "depth": a.depth if method != "base_large" else None, "step1": a.step1.model_dump(mode="json"),
-                       "text": list(a.source_text), "lines": a.synthetic_lines, "seed": t.seed,
-                       "mlm": a.mlm_probability, "dropout": t.dropout}, sort_keys=True)
+    # the source text by its patterns (xlt.train.adapt hashes the files' content)
+    return json.dumps({**step1_identity(spec, method), "text": list(a.source_text), "lines": a.synthetic_lines},
+                      sort_keys=True)
 
 
 def estimate(spec: StudySpec) -> dict[str, Any]:

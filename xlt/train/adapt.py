@@ -53,7 +53,7 @@ from xlt.models.minimodel import (
     token_embedding,
     without_pooler,
 )
-from xlt.spec import AdaptStep, StudySpec
+from xlt.spec import AdaptStep, StudySpec, primary_method, step1_identity, step3_identity
 from xlt.tokenization import load_tokenizer
 from xlt.train.artifacts import ArtifactCache, content_key, file_fingerprint, trained_tokenizer
 from xlt.train.loop import (
@@ -132,11 +132,11 @@ def _lines(spec: StudySpec, patterns: tuple[str, ...], lang: str, seed: int, fra
 def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, plan: compute.Plan, stage: str,
               meter: Meter, device: torch.device, seed: int, mlm_probability: float,
               evaluate=None, eval_every: int | None = None, session: Session | None = None,
-              checkpoint_extra=None) -> dict[str, Any] | None:
+              checkpoint_extra=None) -> None:
     """MLM steps on packed `lines`. The spec's `steps` count batches of `batch_size`: with W ranks,
     each optimizer step takes W of them from one global stream, so the data seen, and the
-    evaluation points, do not depend on W. Returns the checkpoint this stage resumed from, if any
-    (`checkpoint_extra()` is saved with each checkpoint; evaluations are the checkpoint points)."""
+    evaluation points, do not depend on W. `checkpoint_extra()` is saved with each checkpoint
+    (evaluations are the checkpoint points)."""
     session = session or Session()
     world = session.world_size
     rows = mlm.pack(tokenizer, lines, step.max_seq_length)
@@ -154,11 +154,10 @@ def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, 
         # replay the seeded stream to where the checkpoint stood: making masked batches is cheap
         return shard(itertools.islice(stream, state.micro * world, None) if saved else stream, session, on_batch)
 
-    _, saved = run_stage(model, resumed, cfg, stage=stage, session=session, meter=meter, device=device,
-                         loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]), on_batch=on_batch,
-                         evaluate=evaluate or (lambda state: None), checkpoint=evaluate is not None,
-                         checkpoint_extra=checkpoint_extra)
-    return saved
+    run_stage(model, resumed, cfg, stage=stage, session=session, meter=meter, device=device,
+              loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]), on_batch=on_batch,
+              evaluate=evaluate or (lambda state: None), checkpoint=evaluate is not None,
+              checkpoint_extra=checkpoint_extra)
 
 
 def _mlm_plan(n_layers: int, trainable_layers: tuple[bool, ...], *, embeddings: bool, head: bool,
@@ -195,6 +194,8 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
               session: Session | None = None) -> Step1:
     a, seed = spec.adapt, spec.train.seed
     assert a is not None
+    if a.method == "mini_post":
+        raise ValueError("run_step1: MiniPost's step 1 is BaseLarge's and then train_post_layer")
     body, head = source_body(spec, tokenizer)
     body.to(device)
     n, k, scratch = len(layer_list(body)), a.depth, spec.model.tiny is not None
@@ -223,8 +224,6 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
     joint = a.method == "mini_joint"
     if joint:
         heads["k"] = new_head(body.config).to(device)
-    if a.method == "mini_post":
-        raise ValueError("run_step1: MiniPost's step 1 is BaseLarge's and then train_post_layer")
     if scratch or joint:  # (continued) English pretraining of the whole primary, MiniJoint with both heads
         model = MaskedLM(body, {n: heads["top"], **({k: heads["k"]} if joint else {})})
         freeze(model, True)
@@ -332,10 +331,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
 
     text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
     key1 = step1_key(spec, a.method, text_id)
-    # step 3 fine-tunes the primary alone: MiniPost's is BaseLarge's, so is its step 3
-    primary = step1_key(spec, "base_large", text_id) if a.method == "mini_post" else key1
-    key3 = content_key(kind="step3", step1=primary, train=t.model_dump(mode="json"),
-                       data=spec.data.model_dump(mode="json", exclude={"target", "target_count", "target_fraction"}))
+    key3 = content_key(kind="step3", step1=step1_key(spec, primary_method(a.method), text_id), **step3_identity(spec))
     # every rank must take the same branch (a cache miss trains, data-parallel): rank 0 decides
     hit1, hit3 = session.agree((cache.get("step1", key1) is not None, cache.get("step3", key3) is not None))
 
@@ -422,11 +418,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
 
 
 def step1_key(spec: StudySpec, method: str, text_id) -> str:
-    a, t = spec.adapt, spec.train
-    assert a is not None
-    return content_key(kind="step1", layout=3, model=spec.model.model_dump(mode="json"), method=method,
-                       depth=a.depth if method != "base_large" else None, step1=a.step1.model_dump(),
-                       text=text_id, seed=t.seed, mlm=a.mlm_probability, dropout=t.dropout)
+    return content_key(kind="step1", layout=3, text=text_id, **step1_identity(spec, method))
 
 
 def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, lines, meter: Meter, device,
@@ -434,9 +426,9 @@ def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, li
     a = spec.adapt
     if not hit:
         before = meter.flops_by_stage.get("step1", 0.0)
-        if a.method == "mini_post":  # BaseLarge's primary, from the cache when a trial made it
-            bl = spec.model_copy(update={"adapt": a.model_copy(update={"method": "base_large"})})
-            key_bl = step1_key(bl, "base_large", text_id)
+        if a.method != primary_method(a.method):  # MiniPost: BaseLarge's primary, cached when a trial made it
+            bl = spec.model_copy(update={"adapt": a.model_copy(update={"method": primary_method(a.method)})})
+            key_bl = step1_key(bl, bl.adapt.method, text_id)
             hit_bl = session.agree(cache.get("step1", key_bl) is not None)
             primary = _cached_step1(bl, cache, key_bl, hit_bl, tokenizer, lines, meter, device, session, text_id)
             s1 = train_post_layer(spec, primary, tokenizer, lines, meter, device, session)
