@@ -2,7 +2,16 @@ import json
 
 import pytest
 
-from xlt.data.squad import leak_filter, locate_answer, parse_squad, read_squad_file, subsample
+from xlt.data.squad import (
+    Example,
+    leak_filter,
+    locate_answer,
+    parse_squad,
+    read_squad_file,
+    select,
+    split_by_article,
+    subsample,
+)
 from xlt.errors import XltError
 
 
@@ -89,3 +98,41 @@ def test_squad_json_roundtrip(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(to_squad(ex)), encoding="utf-8")
     again, _ = read_squad_file(tmp_path / "d.json", "en")
     assert again == ex
+
+
+def _articles(n_articles, per_article):
+    return [Example(f"a{a}q{q}", f"article {a}", f"context {a}", "?", (("c", 0),), "en")
+            for a in range(n_articles) for q in range(per_article)]
+
+
+def test_split_by_article_parts_are_disjoint_complete_and_seeded():
+    ex = _articles(50, 4)
+    train = split_by_article(ex, fraction=0.8, seed=3, part="train")
+    held = split_by_article(ex, fraction=0.8, seed=3, part="held_out")
+    titles = lambda part: {e.title for e in part}  # noqa: E731
+    assert titles(train).isdisjoint(titles(held)) and len(train) + len(held) == len(ex)
+    assert len(titles(train)) == 40 and len(held) == 40  # by articles, every question of an article together
+    assert split_by_article(ex, fraction=0.8, seed=3, part="train") == train  # the same on every call
+    assert titles(split_by_article(ex, fraction=0.8, seed=4, part="train")) != titles(train)
+    assert [e.id for e in train] == [e.id for e in ex if e in set(train)]  # file order kept
+    with pytest.raises(XltError, match="at least 2 articles"):
+        split_by_article(_articles(1, 5), fraction=0.5, seed=0, part="train")
+
+
+def test_max_questions_is_a_nested_sample_across_articles():
+    ex = _articles(100, 20)  # a file's first 100 questions would be 5 articles
+    small = select(ex, max_questions=100, seed=0)
+    large = select(ex, max_questions=500, seed=0)
+    assert len(small) == 100 and len({e.title for e in small}) > 50
+    assert set(small) <= set(large)  # nested for one seed
+    assert select(ex, max_questions=100, seed=1) != small
+    assert select(ex, max_questions=5000, seed=0) == ex  # more than there are: all of them
+    part = select(ex, max_questions=100, seed=0, split=(0.5, 7, "held_out"))
+    assert {e.title for e in part} <= {e.title for e in split_by_article(ex, fraction=0.5, seed=7, part="held_out")}
+
+
+def test_drcd_split_sizes(data_dir):
+    ex, _ = read_squad_file(data_dir / "qa/drcd/DRCD_dev.json", "zh")
+    train = split_by_article(ex, fraction=0.79, seed=0, part="train")
+    held = split_by_article(ex, fraction=0.79, seed=0, part="held_out")
+    assert len(train) + len(held) == 3524 and 650 <= len(held) <= 850

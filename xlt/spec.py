@@ -87,6 +87,14 @@ class Synthetic(_Strict):
     split: str = "train"
 
 
+class ArticleSplit(_Strict):
+    """A seeded split of a file's articles: `fraction` of them in part "train", the rest "held_out"."""
+
+    fraction: float = Field(gt=0, lt=1)
+    seed: int = 0
+    part: Literal["train", "held_out"]
+
+
 class DataSource(_Strict):
     """One QA dataset: a local SQuAD-format JSON file, a `datasets` hub name, or generated."""
 
@@ -98,7 +106,18 @@ class DataSource(_Strict):
     split: str = "train"
     synthetic: Synthetic | None = None
     metric_mode: MetricMode | None = None  # eval sets: default is the study's metric_mode
+    # a seeded sample of the questions, across all articles (nested: for one seed, a smaller
+    # max_questions keeps a subset of a larger one)
     max_questions: int | None = Field(None, ge=1)
+    seed: int = 0  # of the max_questions sample
+    split_by_article: ArticleSplit | None = None  # applied before max_questions
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        """Keyword arguments of `xlt.data.squad.select` for this source."""
+        s = self.split_by_article
+        return {"max_questions": self.max_questions, "seed": self.seed,
+                "split": (s.fraction, s.seed, s.part) if s is not None else None}
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:

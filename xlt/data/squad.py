@@ -183,6 +183,32 @@ def subsample(examples: list[Example], *, count: int | None = None, fraction: fl
     return [e for i, e in enumerate(examples) if i in keep]
 
 
+def split_by_article(examples: list[Example], *, fraction: float, seed: int, part: str) -> list[Example]:
+    """One part of a seeded split of a file's articles (by title): `fraction` of the articles go to
+    part "train", the rest to "held_out", so a held-out part shares no paragraph with its train part.
+    The same (fraction, seed) gives the same split on every machine (a hash, not an RNG)."""
+    titles = list(dict.fromkeys(e.title for e in examples))
+    if len(titles) < 2:
+        raise XltError(f"split_by_article: needs at least 2 articles (distinct titles), found {len(titles)}")
+    ranked = sorted(titles, key=lambda t: _rank(seed, f"article\0{t}"))
+    n_train = min(len(titles) - 1, max(1, round(fraction * len(titles))))
+    chosen = set(ranked[:n_train] if part == "train" else ranked[n_train:])
+    return [e for e in examples if e.title in chosen]
+
+
+def select(examples: list[Example], *, max_questions: int | None, seed: int,
+           split: tuple[float, int, str] | None = None) -> list[Example]:
+    """What a data source keeps of its file: an article split part (fraction, seed, part), then at
+    most `max_questions` questions, a seeded sample across all articles (a file's first N questions
+    would be a handful of articles on a few topics), nested for one seed as `subsample` is."""
+    if split is not None:
+        fraction, split_seed, part = split
+        examples = split_by_article(examples, fraction=fraction, seed=split_seed, part=part)
+    if max_questions is not None and max_questions < len(examples):
+        examples = subsample(examples, count=max_questions, seed=seed)
+    return examples
+
+
 def leak_filter(train: list[Example], evals: list[list[Example]]) -> tuple[list[Example], int]:
     """Drop training questions whose paragraph (or question id) appears in any evaluation set.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt import compute
-from xlt.data.squad import read_squad_file
+from xlt.data.squad import read_squad_file, select
 from xlt.errors import XltError
 from xlt.spec import DataSource, StudySpec, primary_method, step1_identity, step3_identity, trial_spec
 
@@ -72,6 +72,7 @@ def data_size(src: DataSource, spec: StudySpec) -> DataSize:
         n = src.synthetic.n
     elif src.path is not None:
         examples, _ = read_squad_file(spec.resolve_path(src.path), src.lang, require_answers=False)
+        examples = select(examples, **src.selection)
         qas = [(e.context, e.question) for e in examples]
         n = len(qas)
     else:

@@ -79,8 +79,9 @@ def load_source(src: DataSource, spec: StudySpec, *, require_answers: bool = Tru
     if not examples:
         detail = f" (first problem: {report.first_problem})" if report.first_problem else ""
         raise XltError(f"{src.label}: no usable questions after checking answers{detail}")
-    if src.max_questions is not None:
-        examples = examples[: src.max_questions]
+    examples = squad.select(examples, **src.selection)
+    if not examples:
+        raise XltError(f"{src.label}: no questions left after split_by_article")
     return examples
 
 
