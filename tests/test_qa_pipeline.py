@@ -119,3 +119,29 @@ def test_non_finite_logits_at_evaluation_are_divergence():
 
     with pytest.raises(TrainingDiverged, match="non-finite logits evaluating d"):
         predict(nan_model, ev, batch_size=8, max_answer_length=30, pad_id=0, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("mode", ["fixed", "validated"])
+def test_final_only_eval_set_is_scored_once_on_the_kept_model(tmp_path, mode):
+    """`evaluate: final` sets are not scored at the evaluation points, only on the model the trial
+    keeps; an every-evaluation set that is also scored finally gives the same F1 as its kept row."""
+    study = tmp_path / "s.yaml"
+    text = TINY.replace("{name: ru-dev, lang: ru, synthetic: {n: 30, split: dev}}",
+                        "{name: ru-dev, lang: ru, synthetic: {n: 30, split: dev}}\n"
+                        "    - {name: en-again, lang: en, synthetic: {n: 30, split: dev}, evaluate: final}")
+    study.write_text(text, encoding="utf-8")
+    code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / "run"), f"train.mode={mode}", "train.patience=2")
+    assert code == 0, err
+    df = results.read_table(tmp_path / "run")
+    again = df[df.eval_set == "en-again"]
+    assert list(again.stage) == ["final"]
+    final_en = df[(df.stage == "final") & (df.eval_set == "en-dev")].iloc[0]
+    assert again.f1.iloc[0] == pytest.approx(final_en.f1) and again.step.iloc[0] == final_en.step
+
+
+def test_validation_set_must_be_scored_during_training(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(TINY.replace("{name: en-dev, lang: en, synthetic: {n: 30, split: dev}}",
+                                  "{name: en-dev, lang: en, synthetic: {n: 30, split: dev}, evaluate: final}"), encoding="utf-8")
+    code, _, err = run_cli("validate", str(study))
+    assert code == 2 and "data: validation set 'en-dev' must have evaluate: every" in err, err

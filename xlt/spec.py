@@ -111,6 +111,9 @@ class DataSource(_Strict):
     max_questions: int | None = Field(None, ge=1)
     seed: int = 0  # of the max_questions sample
     split_by_article: ArticleSplit | None = None  # applied before max_questions
+    # eval sets: "every" evaluation during training, or only the trial's final model (the kept
+    # one in validated mode): a large test set need not be scored at every validation point
+    evaluate: Literal["every", "final"] = "every"
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -159,6 +162,9 @@ class DataSpec(_Strict):
             raise ValueError(f"eval set names must be unique, got {labels}")
         if self.validation is not None and self.validation not in labels:
             raise ValueError(f"validation '{self.validation}' is not an eval set name (have {labels})")
+        if self.validation_set.evaluate != "every":
+            raise ValueError(f"validation set '{self.validation_set.label}' must have evaluate: every"
+                             " (validated mode watches it during training)")
         return self
 
     @property

@@ -235,11 +235,12 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     cache = artifact_cache(spec)
     tok_id = tokenizer_fingerprint(tokenizer) if cache is not None else None
     feats = cached_features(cache, tokenizer, train, train=True, tokenizer_id=tok_id, **window)
-    eval_sets = [
-        EvalSet(name, src.lang, src.metric_mode or spec.metric_mode, ex,
-                cached_features(cache, tokenizer, ex, train=False, tokenizer_id=tok_id, **window))
-        for name, (src, ex) in evals.items()
-    ]
+    def eval_set(name: str, src: DataSource, ex: list[Example]) -> EvalSet:
+        return EvalSet(name, src.lang, src.metric_mode or spec.metric_mode, ex,
+                       cached_features(cache, tokenizer, ex, train=False, tokenizer_id=tok_id, **window))
+
+    eval_sets = [eval_set(name, src, ex) for name, (src, ex) in evals.items() if src.evaluate == "every"]
+    final_only = [(name, src, ex) for name, (src, ex) in evals.items() if src.evaluate == "final"] if emit_final else []
     validation = validation or spec.data.validation_set.label
     shape = compute.EncoderShape.from_config(model.config.to_dict())
     plan = compute.Plan(embeddings=any(p.requires_grad for p in model.get_input_embeddings().parameters()),
@@ -263,9 +264,9 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
 
     events = [] if events is None else events
 
-    def evaluate(state) -> float:
+    def scored(state, sets: list[EvalSet]) -> list[dict[str, Any]]:
         rows = []
-        for ev in eval_sets:
+        for ev in sets:
             preds = predict(model, ev, batch_size=t.eval_batch_size, max_answer_length=t.max_answer_length,
                             pad_id=pad_id, device=device, meter=meter, shape=shape, plan=plan,
                             answer_rule=t.answer_rule, cls_token_id=tokenizer.cls_token_id)
@@ -275,6 +276,10 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                          "metric_mode": s["mode"], "exact_match": s["exact_match"], "f1": s["f1"],
                          "n_examples": s["n"], "train_loss": state.last_loss, "is_best": False, "is_final": False,
                          "time": time.time()})
+        return rows
+
+    def evaluate(state) -> float:
+        rows = scored(state, eval_sets)
         events.append(rows)
         report(rows)
         return next(r["f1"] for r in rows if r["eval_set"] == validation)
@@ -292,8 +297,10 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                          on_batch=on_batch, evaluate=evaluate,
                          checkpoint_extra=lambda: {"events": events, "cursor": cursor.state()})
     kept = max(range(len(events)), key=lambda i: _val_f1(events[i], validation)) if t.mode == "validated" else len(events) - 1
+    # final-only sets are scored now, on the model the loop returns (validated mode: the kept one)
+    late = scored(state, [eval_set(*f) for f in final_only]) if final_only else []
     final = [{**r, **meter.snapshot(stage), "stage": "final", "event": len(events), "is_best": True, "is_final": True,
-              "time": time.time()} for r in events[kept]]
+              "time": time.time()} for r in events[kept] + [{**r, "step": events[kept][0]["step"], "epoch": events[kept][0]["epoch"]} for r in late]]
     if emit_final:
         report(final)
     print(f"xlt: {stage}: {state.step} steps in {time.perf_counter() - t0:.1f}s"
