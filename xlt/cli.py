@@ -1,4 +1,4 @@
-"""xlt's command line: validate | trial | eval | flops | estimate | run | status | dashboard | bench.
+"""xlt's command line: validate | trial | eval | predict | flops | estimate | run | status | dashboard | bench.
 
 Imports are lazy so that `validate`, `estimate` and `dashboard` start fast and never
 touch torch. Bad input is one line on stderr and exit code 2.
@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("predictions")
     s.add_argument("--lang", required=True)
     s.add_argument("--mode", default="xlt", help="xlt | squad_v1 | mlqa | zh_char")
+
+    s = sub.add_parser("predict", help="answer a SQuAD-format file with a saved QA model (writes {id: answer})")
+    s.add_argument("model_dir", help="a model directory written by xlt trial / xlt run (<trial>/model)")
+    s.add_argument("data")
+    s.add_argument("--out", default=None, help="predictions file (default: standard output)")
 
     s = sub.add_parser("dashboard", help="write the study's offline HTML dashboard from a run directory")
     s.add_argument("run_dir")
@@ -144,6 +149,17 @@ def _eval(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from xlt.train.predict import predict_file
+
+    text = json.dumps(predict_file(args.model_dir, args.data), ensure_ascii=False, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
 def _flops(args) -> int:
     from xlt import compute
 
@@ -241,7 +257,7 @@ def _bench(args) -> int:
     return 0
 
 
-_COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "flops": _flops, "dashboard": _dashboard,
+_COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "predict": _predict, "flops": _flops, "dashboard": _dashboard,
              "estimate": _estimate, "run": _run, "status": _status,
              "bench": _bench}
 

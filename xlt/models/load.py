@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from xlt.errors import XltError
+from xlt.spec import expand_vars
 
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "camembert")
 

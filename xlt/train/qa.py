@@ -23,7 +23,7 @@ from xlt.data import squad
 from xlt.data.squad import Example
 from xlt.errors import TrainingDiverged, XltError
 from xlt.models.load import load_qa_model, qa_model_from_config, tiny_config
-from xlt.spec import DataSource, StudySpec
+from xlt.spec import DataSource, StudySpec, TrainSpec
 from xlt.tokenization import load_tokenizer
 from xlt.train.artifacts import ArtifactCache, trained_tokenizer
 from xlt.train.features_cache import cached_features, tokenizer_fingerprint
@@ -214,7 +214,7 @@ def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | P
     result = finetune_qa(model, tokenizer, spec, data.train, data.evals, report, base, meter, device=device,
                          stage="qa", session=session)
     if out_dir is not None and spec.train.checkpoint and (session is None or session.rank == 0):
-        save_model(model, tokenizer, Path(out_dir) / "model")
+        save_model(model, tokenizer, Path(out_dir) / "model", spec.train)
     return result
 
 
@@ -318,8 +318,11 @@ def _val_f1(rows: list[dict[str, Any]], validation: str) -> float:
     return next(r["f1"] for r in rows if r["eval_set"] == validation)
 
 
-def save_model(model, tokenizer, path: Path) -> None:
-    """safetensors weights + config + tokenizer (never pickle)."""
+def save_model(model, tokenizer, path: Path, train: TrainSpec) -> None:
+    """safetensors weights + config + tokenizer (never pickle) + the settings `xlt predict` evaluates with."""
+    from xlt.train.predict import save_settings
+
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    save_settings(path, train)
