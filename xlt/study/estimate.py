@@ -20,7 +20,15 @@ from typing import Any
 from xlt import compute
 from xlt.data.squad import read_squad_file, select
 from xlt.errors import XltError
-from xlt.spec import DataSource, StudySpec, expand_vars, primary_method, step1_identity, step3_identity, trial_spec
+from xlt.spec import (
+    DataSource,
+    StudySpec,
+    expand_vars,
+    primary_method,
+    step1_identity,
+    step3_identity,
+    trial_spec,
+)
 
 # device kind -> sustained FLOP/s of a whole trial (training, evaluation, data loading). These are
 # assumptions, not measurements: for GPUs ~16% of an A100's 312 TFLOP/s bf16 peak, what BERT-base

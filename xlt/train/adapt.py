@@ -75,9 +75,9 @@ from xlt.train.qa import (
     pick_device,
     predict,
     prepare_data,
-    save_model,
     trial_columns,
 )
+from xlt.train.qa import save_model as save_qa_model
 from xlt.train.qa import score as qa_score
 
 
@@ -411,7 +411,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     report(final)
     print(f"xlt: adapt {a.method} k={a.depth}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     if out_dir is not None and t.checkpoint:
-        save_model(qa, target_tok, Path(out_dir) / "model", t)
+        save_qa_model(qa, target_tok, Path(out_dir) / "model", t)
     return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
 
 
