@@ -145,3 +145,27 @@ def test_validation_set_must_be_scored_during_training(tmp_path):
                                   "{name: en-dev, lang: en, synthetic: {n: 30, split: dev}, evaluate: final}"), encoding="utf-8")
     code, _, err = run_cli("validate", str(study))
     assert code == 2 and "data: validation set 'en-dev' must have evaluate: every" in err, err
+
+
+def test_sequential_english_is_trained_once_per_study(tmp_path):
+    """english_mix: sequential: the first +English trial fine-tunes on English and caches the model;
+    a trial with another target size starts from the cached one (no English training, the same
+    English FLOPs charged), and target-only trials never touch it."""
+    study = tmp_path / "s.yaml"
+    study.write_text(TINY.replace("with_english", "with_english") + "", encoding="utf-8")
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, overrides in {"a": ["data.target_count=10"], "b": ["data.target_count=20"],
+                            "alone": ["data.target_count=20", "data.with_english=false"]}.items():
+        code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / name), "data.english_mix=sequential",
+                               f"cache_dir={cache}", *overrides)
+        assert code == 0, err
+        runs[name] = (results.read_table(tmp_path / name), err)
+    assert len(list((cache / "english").iterdir())) == 1
+    assert "xlt: english:" in runs["a"][1] and "xlt: english:" not in runs["b"][1]  # b loaded it
+    fa, fb, falone = (runs[k][0].query("stage == 'final'").iloc[0] for k in ("a", "b", "alone"))
+    # b's target stage is twice a's (20 vs 10 questions) on top of the same English stage
+    english = fa.flops_train - (runs["a"][0].query("stage == 'qa'").flops_stage.max())
+    assert english > 0
+    assert fb.flops_train - runs["b"][0].query("stage == 'qa'").flops_stage.max() == pytest.approx(english)
+    assert falone.flops_train == pytest.approx(runs["alone"][0].query("stage == 'qa'").flops_stage.max())

@@ -146,6 +146,10 @@ class DataSpec(_Strict):
     target_count: int | None = Field(None, ge=0)
     target_fraction: float | None = Field(None, gt=0, le=1)
     with_english: bool = True
+    # how +English trials use the English set: "joint" trains on the mix of both; "sequential"
+    # fine-tunes on English first and then on the target subset, and the English model is cached
+    # (cache_dir) so a study's +English trials pay for it once, whatever their target size
+    english_mix: Literal["joint", "sequential"] = "joint"
     eval: tuple[DataSource, ...] = Field(min_length=1)
     validation: str | None = None  # eval set (by label) used in validated mode; default: the first
     leak_filter: bool = True

@@ -87,34 +87,50 @@ def load_source(src: DataSource, spec: StudySpec, *, require_answers: bool = Tru
 
 @dataclass
 class QAData:
-    train: list[Example]
+    train: list[Example]  # what a trial trains on (joint: target + English)
     evals: dict[str, tuple[DataSource, list[Example]]]
     target_count: int
     leaked: int
+    english_first: list[Example] = field(default_factory=list)  # sequential: the English stage's set
+    target_pool: list[Example] = field(default_factory=list)  # the target set before subsampling
+
+    @property
+    def tokenizer_texts(self) -> list[Example]:
+        """What a trained (tiny-model) tokenizer learns from. Sequential: the English set and the
+        whole target pool, so trials of every target size share one tokenizer and one English model."""
+        return self.english_first + self.target_pool if self.english_first else self.train
 
 
 def prepare_data(spec: StudySpec) -> QAData:
     d = spec.data
     evals = {src.label: (src, load_source(src, spec)) for src in d.eval}
     train: list[Example] = []
+    pool: list[Example] = []
     target_count = 0
     if d.target is not None:
-        target = load_source(d.target, spec)
+        pool = target = load_source(d.target, spec)
         target = squad.subsample(target, count=d.target_count, fraction=d.target_fraction, seed=d.seed)
         target_count = len(target)
         train += target
+    english: list[Example] = []
     if d.english is not None and (d.with_english or d.target is None):
-        train += load_source(d.english, spec)
+        english = load_source(d.english, spec)
+    sequential = d.english_mix == "sequential" and bool(english) and d.target is not None
+    if not sequential:
+        train, english = train + english, []
     leaked = 0
     if d.leak_filter:
-        train, leaked = squad.leak_filter(train, [ex for _, ex in evals.values()])
+        held_out = [ex for _, ex in evals.values()]
+        train, leaked = squad.leak_filter(train, held_out)
+        english, leaked_en = squad.leak_filter(english, held_out)
+        leaked += leaked_en
         if leaked:
             print(f"xlt: leak filter dropped {leaked} training questions whose paragraph is in an eval set",
                   file=sys.stderr)
     if not train:
         raise XltError("data: the training set is empty after subsampling and leak filtering"
                        + (" (data.target_count is 0 and data.with_english is false)" if d.target_count == 0 else ""))
-    return QAData(train, evals, target_count, leaked)
+    return QAData(train, evals, target_count, leaked, english, pool if sequential else [])
 
 
 def build_tokenizer(spec: StudySpec, train: list[Example]):
@@ -206,16 +222,52 @@ def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | P
         torch.set_num_threads(spec.train.threads)
     torch.manual_seed(spec.train.seed)
     data = prepare_data(spec)
-    tokenizer = shared(session, "tokenizer", lambda: build_tokenizer(spec, data.train),
+    tokenizer = shared(session, "tokenizer", lambda: build_tokenizer(spec, data.tokenizer_texts),
                        lambda tok, path: tok.save_pretrained(path), lambda path: load_tokenizer(str(path)))
-    model = build_model(spec, tokenizer).to(device)
     meter = Meter(device_kind=device_kind(device), n_devices=session.world_size if session else 1)
+    if data.english_first:
+        model = english_model(spec, tokenizer, data, meter, device=device, session=session)
+    else:
+        model = build_model(spec, tokenizer).to(device)
     base = trial_columns(spec, info, method="finetune", target_count=data.target_count)
     result = finetune_qa(model, tokenizer, spec, data.train, data.evals, report, base, meter, device=device,
                          stage="qa", session=session)
     if out_dir is not None and spec.train.checkpoint and (session is None or session.rank == 0):
         save_model(model, tokenizer, Path(out_dir) / "model", spec.train)
     return result
+
+
+def english_model(spec: StudySpec, tokenizer, data: QAData, meter: Meter, *, device: torch.device,
+                  session: Session | None) -> torch.nn.Module:
+    """Sequential +English: the model fine-tuned on the English set alone (fixed mode, the study's
+    training settings, scored once on the validation set), from the artifact cache when a trial
+    of the study made it. Its FLOPs count towards every trial that starts from it (stage
+    "english"), so a trial's cost does not depend on the order trials ran in; its rows are none
+    (the trial's curve is its target stage)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from xlt.train.artifacts import content_key
+
+    session = session or Session()
+    cache = artifact_cache(spec)
+    fixed = spec.model_copy(update={"train": spec.train.model_copy(update={"mode": "fixed", "eval_every": 10**9})})
+    key = content_key(kind="english", model=spec.model.model_dump(mode="json"), tokenizer=tokenizer_fingerprint(tokenizer),
+                      english=[e.id for e in data.english_first], train=fixed.train.model_dump(mode="json"))
+    hit = session.agree(cache is not None and cache.get("english", key) is not None)
+    if hit:
+        path, meta = cache.get("english", key)  # type: ignore[union-attr,misc]
+        meter.add_train("english", {"flops": meta["flops"], "flops_real": meta["flops"]}, 0, 0, 0)
+        return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)
+    model = build_model(spec, tokenizer).to(device)
+    val = spec.data.validation_set.label
+    finetune_qa(model, tokenizer, fixed, data.english_first, {val: data.evals[val]}, lambda rows: None, {}, meter,
+                device=device, stage="english", validation=val, emit_final=False, session=session)
+    if cache is not None and session.rank == 0:
+        flops = meter.flops_by_stage["english"]
+        cache.put("english", key, lambda tmp: (model.save_pretrained(tmp, safe_serialization=True), {"flops": flops})[1])
+    if session.barrier is not None:
+        session.barrier()
+    return model
 
 
 def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
