@@ -217,10 +217,22 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
         n = d.target_count if d.target_count is not None else round((d.target_fraction or 1.0) * size.questions)
         train_q += min(n, size.questions)
         tokens += min(n, size.questions) * size.mean_tokens
+    english = None
     if d.english is not None and (d.with_english or d.target is None):
-        size = data_size(d.english, spec)
-        train_q += size.questions
-        tokens += size.questions * size.mean_tokens
+        english = data_size(d.english, spec)
+    # sequential +English (xlt.train.qa.english_model): an English stage cached once per study
+    # (model, English set, training settings), then the target subset alone
+    if spec.task == "qa" and english is not None and d.english_mix == "sequential" and train_q > 0:
+        fixed = spec.model_copy(update={"train": spec.train.model_copy(update={"mode": "fixed", "eval_every": 10**9})})
+        first, first_eval, _ = _qa_flops(fixed, shape, english.questions, english.mean_tokens, evals[:1])
+        train, evals_flops, steps = _qa_flops(spec, shape, train_q, tokens / train_q, evals)
+        key = json.dumps([spec.model.model_dump(mode="json"), d.english.model_dump(mode="json"),  # type: ignore[union-attr]
+                          fixed.train.model_dump(mode="json")], sort_keys=True)
+        return {"flops_train": first + train, "flops_eval": first_eval + evals_flops, "steps": steps,
+                "stages": {"english": first, "qa": train}, "shared": [("english", key, first)]}
+    if english is not None:
+        train_q += english.questions
+        tokens += english.questions * english.mean_tokens
     mean = tokens / max(1, train_q)
     if spec.task == "qa":
         train, evals_flops, steps = _qa_flops(spec, shape, train_q, mean, evals)

@@ -115,7 +115,8 @@ def prepare_data(spec: StudySpec) -> QAData:
     english: list[Example] = []
     if d.english is not None and (d.with_english or d.target is None):
         english = load_source(d.english, spec)
-    sequential = d.english_mix == "sequential" and bool(english) and d.target is not None
+    # (an empty target subset is the English-only trial, the lower bound: trained as usual)
+    sequential = d.english_mix == "sequential" and bool(english) and bool(train)
     if not sequential:
         train, english = train + english, []
     leaked = 0
