@@ -244,7 +244,9 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
         raise XltError(f"adapt.depth: must be between 1 and {n - 1} for a {n}-layer model, got {k}")
     small = compute.EncoderShape(**{**vars(shape), "layers": k}) if a.method == "base_small" else shape
     step1 = {
-        "base_large": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True) if spec.model.tiny else 0.0,
+        # BaseLarge's primary is trained unless the checkpoint is a masked LM already (xlt.train.adapt.run_step1)
+        "base_large": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True)
+        if spec.model.tiny or not _has_mlm_head(spec) else 0.0,
         "mini_joint": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True, extra=((k, "mlm"),)),
         "mini_post": _mlm_flops(compute.EncoderShape(**{**vars(shape), "layers": k + 1}), (False,) * k + (True,),
                                 a.step1, embeddings=False, head=True),
@@ -262,6 +264,16 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     s1 = sum(f for stage, _, f in shared if stage == "step1")
     return {"flops_train": s1 + step2 + step3, "flops_eval": evals_flops,
             "stages": {"step1": s1, "step2": step2, "step3": step3}, "shared": shared}
+
+
+def _has_mlm_head(spec: StudySpec) -> bool:
+    """Whether the checkpoint carries a pretrained MLM head. Offline: a local directory's config names
+    a *ForMaskedLM architecture; a hub model is assumed to (the hub MLMs xlt's tables list do)."""
+    cfg = model_config(spec)
+    archs = cfg.get("architectures") or []
+    if not archs:
+        return spec.model.name in KNOWN_MODELS
+    return any("MaskedLM" in a or "ForPreTraining" in a for a in archs)
 
 
 def _step1_key(spec: StudySpec, method: str) -> str:
