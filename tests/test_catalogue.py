@@ -202,6 +202,9 @@ SHRINK: dict[str, list[str]] = {
                            _eval_questions("xquad_transfer_cpu.yaml", 20)],
     "learning_curves_drcd_cpu": ["train.epochs=1", "train.max_steps=3", "data.english.max_questions=60",
                                  _eval_questions("learning_curves_drcd_cpu.yaml", 20)],
+    "minimodel_realtext_cpu": ["data.english.max_questions=60", "adapt.step1.steps=4", "adapt.step2.steps=4",
+                               "adapt.eval_every=2", "adapt.vocab_size=500", "adapt.target_text_fraction=0.01",
+                               _eval_questions("minimodel_realtext_cpu.yaml", 20)],
     "minimodel_quickstart": ["train.epochs=2", "data.english.synthetic.n=600", "adapt.synthetic_lines=1500",
                              "adapt.step1.steps=60", "adapt.step2.steps=60", "adapt.eval_every=30"],
 }

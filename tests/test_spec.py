@@ -107,3 +107,17 @@ def test_env_vars_in_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("XLT_DATA_DIR")
     with pytest.raises(XltError, match="XLT_DATA_DIR is not set"):
         spec.resolve_path("${XLT_DATA_DIR}/qa/x.json")
+
+
+def test_target_text_per_language():
+    from xlt.spec import spec_from_dict
+
+    tree = {"name": "t", "task": "adapt", "model": {"tiny": {}},
+            "data": {"english": {"synthetic": {}}, "eval": [{"lang": "ru", "synthetic": {}}]},
+            "adapt": {"target_text": {"ru": ["a/{lang}.txt"], "zh": ["b.txt", "c.txt"]}}}
+    a = spec_from_dict(tree).adapt
+    assert a.target_patterns("ru") == ("a/{lang}.txt",) and a.target_patterns("zh") == ("b.txt", "c.txt")
+    with pytest.raises(XltError, match="adapt.target_text: no files given for target language 'de' \\(have ru, zh\\)"):
+        a.target_patterns("de")
+    tree["adapt"]["target_text"] = ["x/{lang}.txt"]
+    assert spec_from_dict(tree).adapt.target_patterns("de") == ("x/{lang}.txt",)

@@ -224,7 +224,9 @@ class AdaptSpec(_Strict):
     depth: int = Field(4, ge=1)  # k: layers in the mini-model
     target_lang: str = "ru"
     source_text: tuple[str, ...] = ()  # English text files (step 1)
-    target_text: tuple[str, ...] = ()  # target-language text files (step 2); "{lang}" and globs allowed
+    # target-language text files (step 2): patterns with "{lang}" and globs, or per language
+    # ({ru: [...], zh: [...]}) where the files are not named alike
+    target_text: tuple[str, ...] | dict[str, tuple[str, ...]] = ()
     target_text_fraction: float = Field(1.0, gt=0, le=1)  # share of the target lines step 2 may use
     synthetic_lines: int | None = Field(None, ge=1)  # generate text instead of reading files
     vocab_size: int = Field(4000, ge=100)
@@ -234,6 +236,14 @@ class AdaptSpec(_Strict):
     step1: AdaptStep = AdaptStep()
     step2: AdaptStep = AdaptStep(steps=400, lr=1e-3)
     eval_every: int = Field(100, ge=1)  # step-2 steps between downstream evaluations
+
+    def target_patterns(self, lang: str) -> tuple[str, ...]:
+        if isinstance(self.target_text, dict):
+            if lang not in self.target_text:
+                raise XltError(f"adapt.target_text: no files given for target language '{lang}'"
+                               f" (have {', '.join(self.target_text) or 'none'})")
+            return self.target_text[lang]
+        return self.target_text
 
 
 class Param(_Strict):

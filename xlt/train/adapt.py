@@ -330,7 +330,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     if not target_evals:
         raise XltError(f"data.eval: no evaluation set in the target language '{a.target_lang}'")
     source_lines = _lines(spec, a.source_text, "en", t.seed)
-    target_lines = _lines(spec, a.target_text, a.target_lang, t.seed + 1, a.target_text_fraction)
+    target_lines = _lines(spec, a.target_patterns(a.target_lang), a.target_lang, t.seed + 1, a.target_text_fraction)
 
     text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
     key1 = step1_key(spec, a.method, text_id)
