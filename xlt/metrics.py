@@ -228,7 +228,3 @@ def evaluate(gold: dict[str, list[str]], predictions: dict[str, str], lang: str,
         "n": len(gold),
     }
 
-
-def default_mode_for(lang: str) -> str:
-    """The mode used when a result row does not name one: the project's own, for every language."""
-    return "xlt"

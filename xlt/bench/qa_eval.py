@@ -82,7 +82,7 @@ def run_xlt(s: QASetup, model, examples: list[Example], rule: str = "run_qa") ->
     import torch
 
     from xlt.data import features as F
-    from xlt.train.qa import EvalSet, predict
+    from xlt.train.evaluation import EvalSet, predict
 
     feats = F.build_features(s.tokenizer, examples, train=False, **s.window)
     ev = EvalSet("bench", s.lang, "xlt", examples, feats)

@@ -60,14 +60,14 @@ def spec_for(s: QASetup, seed: int, *, eval_every: int | None = None):
                   "eval_batch_size": c.eval_batch_size, "warmup": c.warmup, "weight_decay": c.weight_decay,
                   "dropout": c.dropout, "max_seq_length": c.max_seq_length, "doc_stride": c.doc_stride,
                   "max_query_length": c.max_query_length, "max_answer_length": c.max_answer_length,
-                  "seed": seed, "threads": c.threads, "checkpoint": False,
+                  "seed": seed, "threads": c.threads, "save_model": False,
                   **({"eval_every": eval_every} if eval_every else {})},
     }, "bench")
 
 
 def eval_set(s: QASetup):
     from xlt.data import features as F
-    from xlt.train.qa import EvalSet
+    from xlt.train.evaluation import EvalSet
 
     return EvalSet(EVAL_NAME, s.lang, "xlt", s.eval, F.build_features(s.tokenizer, s.eval, train=False, **s.window))
 
@@ -77,7 +77,7 @@ def score(s: QASetup, model, ev) -> dict[str, float]:
     train/eval mode is left as it was."""
     import torch
 
-    from xlt.train import qa
+    from xlt.train import evaluation as qa
 
     was_training = model.training
     model.eval()

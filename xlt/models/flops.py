@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForQuestionAnswering
 
+from xlt import derived
 from xlt.compute import (
     EncoderShape,
     Plan,
@@ -38,15 +39,10 @@ def build_model(config: dict, head_kind: str = "qa") -> torch.nn.Module:
 
 def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The transformer layers of a BERT-, RoBERTa-, ELECTRA- or DistilBERT-type model."""
-    base = model.base_model
-    for path in ("encoder.layer", "transformer.layer"):
-        module = base
-        for name in path.split("."):
-            module = getattr(module, name, None)
-            if module is None:
-                break
-        if isinstance(module, torch.nn.ModuleList):
-            return module
+    layers = derived.find_layers(model.base_model, lambda node: isinstance(node, torch.nn.ModuleList),
+                                 ("encoder.layer", "transformer.layer"))
+    if layers is not None:
+        return layers
     raise XltError(
         f"{type(model).__name__}: cannot find its transformer layers (encoder.layer / transformer.layer)"
     )

@@ -15,19 +15,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xlt import derived
 from xlt.errors import XltError
 
 
 def layer_list(body: nn.Module) -> nn.ModuleList:
     """The transformer layers of a base model, wherever its family keeps them."""
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        node = body
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, nn.ModuleList):
-            return node
+    layers = derived.find_layers(body, lambda node: isinstance(node, nn.ModuleList))
+    if layers is not None:
+        return layers
     raise XltError(f"model type {body.config.model_type}: cannot find its transformer layers (not BERT-like)")
 
 
@@ -99,20 +95,11 @@ def new_head(config) -> MLMHead:
     return head
 
 
-# pretrained MLM head weights, by family: (dense, norm, bias) key prefixes in a *ForMaskedLM state dict
-_HEAD_KEYS = {
-    "bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
-    "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-    "xlm-roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-    "camembert": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-}
-
-
 def pretrained_head(state: dict[str, torch.Tensor], config) -> MLMHead | None:
     """The checkpoint's own MLM head, if it has one (a sentence encoder like MiniLM does not)."""
-    keys = _HEAD_KEYS.get(config.model_type)
-    if keys is None or f"{keys[0]}.weight" not in state:
+    if not derived.has_mlm_head(state, config.model_type):
         return None
+    keys = derived.MLM_HEAD_KEYS[config.model_type]
     head = new_head(config)
     dense, norm, bias = keys
     head.load_state_dict({"dense.weight": state[f"{dense}.weight"], "dense.bias": state[f"{dense}.bias"],

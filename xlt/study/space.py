@@ -8,7 +8,7 @@ scheduler, and the names of the metrics the objectives read.
     random Tune's BasicVariantGenerator sampling `num_samples` points
 
 Trial parameters keep the spec's dotted keys (`train.lr`), so a trial is `trial_spec(spec, params)`.
-Metric names (what the trial reports, see xlt.train.worker.event_metrics): `f1` and
+Metric names (what the trial reports, see xlt.study.worker.event_metrics): `f1` and
 `exact_match` of the primary eval set, `f1/<set>` and `exact_match/<set>` of every set,
 `flops_train`, `device_seconds`.
 """
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlt import layout
 from xlt.errors import XltError
 from xlt.spec import Objective, Param, StudySpec
 
@@ -55,7 +56,7 @@ def primary_set(spec: StudySpec) -> str:
 
 def metric_name(obj: Objective, spec: StudySpec) -> str:
     if obj.metric in ("f1", "exact_match") and obj.eval_set and obj.eval_set != primary_set(spec):
-        return f"{obj.metric}/{obj.eval_set}"
+        return layout.set_metric(obj.metric, obj.eval_set)
     return obj.metric
 
 

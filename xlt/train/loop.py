@@ -48,22 +48,31 @@ class Meter:
         self.tokens_padded += tokens_padded
         self.examples += examples
 
-    def snapshot(self, stage: str) -> dict[str, Any]:
+    def running(self) -> dict[str, Any]:
+        """What the trial has computed and seen so far (a row's running totals)."""
+        return {"tokens_real": self.tokens_real, "tokens_padded": self.tokens_padded, "examples_seen": self.examples,
+                "flops_train": self.flops_train, "flops_eval": self.flops_eval}
+
+    def clocks(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.started
+        return {"wall_seconds": wall, "pipeline_seconds": self.pipeline_seconds or wall,
+                "device_seconds": compute.device_seconds(wall, self.n_devices)}
+
+    def snapshot(self, stage: str) -> dict[str, Any]:
+        """A row's compute columns: the running totals, this stage's FLOPs, the clocks."""
         return {
-            "tokens_real": self.tokens_real,
-            "tokens_padded": self.tokens_padded,
-            "examples_seen": self.examples,
-            "flops_train": self.flops_train,
+            **self.running(),
             "flops_stage": self.flops_by_stage.get(stage, 0.0),
-            "flops_eval": self.flops_eval,
             "padding_share": 1 - self.flops_train_real / self.flops_train if self.flops_train else 0.0,
-            "wall_seconds": wall,
-            "pipeline_seconds": self.pipeline_seconds or wall,
-            "device_seconds": compute.device_seconds(wall, self.n_devices),
+            **self.clocks(),
             "device_kind": self.device_kind,
             "n_devices": self.n_devices,
         }
+
+    def attribute(self, stage: str, flops: float) -> None:
+        """A cached artifact's compute still counts towards this trial's cost (it may have been paid by
+        another trial; the curve of a trial must not depend on the order trials ran in)."""
+        self.add_train(stage, {"flops": flops, "flops_real": flops}, 0, 0, 0)
 
 
 def batch_compute(shape: compute.EncoderShape, plan: compute.Plan, mask: torch.Tensor, train: bool,
@@ -119,6 +128,11 @@ class Session:
 
     def agree(self, value: Any) -> Any:
         return self.broadcast(value) if self.broadcast is not None else value
+
+
+def resumes(session: Session, stage: str) -> dict[str, Any] | None:
+    """The checkpoint `session` restarts from, when it was taken inside `stage`."""
+    return session.resume if session.resume is not None and session.resume.get("stage") == stage else None
 
 
 def shared(session: Session | None, name: str, make: Callable[[], Any], save: Callable[[Any, Path], None],
@@ -214,7 +228,7 @@ def run_stage(model: torch.nn.Module, stream: Callable[[dict[str, Any] | None, L
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
     state = LoopState()
-    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
+    saved = resumes(session, stage)
     if saved is not None:
         state = restore(saved, model, optimizer, scheduler, meter)
     after_eval = None
