@@ -6,6 +6,7 @@ where `pkg:` names point, and where a model family keeps its transformer layers.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt.errors import XltError
-from xlt.spec import TinyModel, TrainSpec
+from xlt.spec import Param, SearchSpec, TinyModel, TrainSpec
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,50 @@ def n_evaluations(total_steps: int, eval_every: int | None) -> int:
     return len(range(eval_every, total_steps, eval_every)) + 1
 
 
+def qa_windows(question_tokens: float, context_tokens: float, t: TrainSpec) -> tuple[int, float]:
+    """(windows, mean window length) of one question as features.build_features cuts it: every
+    window holds the question (at most `max_query_length`), [CLS] and two [SEP], and a chunk of
+    the context; neighbouring chunks share `doc_stride` tokens (the Hugging Face convention)."""
+    q = min(question_tokens, t.max_query_length)
+    budget = max(1.0, t.max_seq_length - q - 3)
+    advance = max(1.0, budget - t.doc_stride)
+    n = 1 + max(0, math.ceil((context_tokens - budget) / advance))
+    return n, q + 3 + (context_tokens + (n - 1) * t.doc_stride) / n
+
+
+def masked_share(max_seq_length: int, line_tokens: float) -> float:
+    """The share of an MLM row's positions that masking may choose (data.mlm.pack): not the row's
+    [CLS] and last [SEP], nor the [SEP] after each line of `line_tokens` tokens."""
+    return (max_seq_length - 2) / max_seq_length * line_tokens / (line_tokens + 1)
+
+
 def mlm_steps(steps: int, world: int = 1) -> int:
     """Optimizer steps of an MLM stage whose spec counts `steps` batches, over `world` ranks."""
     return math.ceil(steps / world)
+
+
+# ---------------------------------------------------------------- search
+
+
+def grid_values(p: Param) -> list[Any]:
+    """A grid key's values: its list, or a range's two ends (what `xlt estimate` prices)."""
+    if p.choice is not None:
+        return list(p.choice)
+    return list(p.range or p.log_range or p.int_range or ())
+
+
+def grid_trials(s: SearchSpec) -> list[dict[str, Any]]:
+    """The trials of a grid search as Ray Tune runs them: each of `points`, with the grid keys it
+    leaves open expanded under it, then the whole grid; `train.seed` runs over `seeds` unless the
+    space sets it. The study's own settings alone when there is nothing to search."""
+    grid = {k: grid_values(p) for k, p in s.space.items()}
+    grid.setdefault("train.seed", list(s.seeds))
+
+    def product(keys: list[str]) -> list[dict[str, Any]]:
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+    points = [{**combo, **p} for p in s.points for combo in product([k for k in grid if k not in p])]
+    return points + product(list(grid))
 
 
 # ---------------------------------------------------------------- models

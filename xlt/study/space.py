@@ -15,12 +15,11 @@ Metric names (what the trial reports, see xlt.study.worker.event_metrics): `f1` 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlt import layout
+from xlt import derived, layout
 from xlt.errors import XltError
 from xlt.spec import Objective, Param, StudySpec
 
@@ -144,9 +143,8 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
         space: dict[str, Any] = {k: tune.grid_search(list(p.choice)) for k, p in s.space.items()}  # type: ignore[arg-type]
         if "train.seed" not in space:
             space["train.seed"] = tune.grid_search(list(s.seeds))
-        sizes = {k: len(v["grid_search"]) for k, v in space.items()}
         # each point replaces one sample, and grid keys a point leaves open expand under it
-        total = math.prod(sizes.values()) + sum(math.prod(n for k, n in sizes.items() if k not in pt) for pt in points)
+        total = len(derived.grid_trials(s))
         num_samples = 1 + len(points)
     else:  # random, or an Optuna study with nothing to search (repeats)
         space = {k: tune_domain(p) for k, p in s.space.items()}
