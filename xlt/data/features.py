@@ -1,5 +1,5 @@
 """Question+context windows with offsets, answer labels, their storage (safetensors), batching, and
-n-best span decoding.
+span decoding (exact over the whole band of valid spans, not a top-n_best approximation).
 
 `doc_stride` follows the Hugging Face convention: the number of context tokens two
 neighbouring windows share.
