@@ -149,7 +149,7 @@ def _longest_common_run(a: list[str], b: list[str]) -> int:
     where: dict[str, list[int]] = {}
     for j, token in enumerate(b):
         where.setdefault(token, []).append(j)
-    best, ending_at = 0, {}
+    best, ending_at = 0, dict[int, int]()
     for token in a:
         ending_at = {j: ending_at.get(j - 1, 0) + 1 for j in where.get(token, ())}
         best = max(best, *ending_at.values()) if ending_at else best

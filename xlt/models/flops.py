@@ -9,6 +9,8 @@ silently go uncounted. Eager attention runs them as ``bmm``/``matmul``, which it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForQuestionAnswering
@@ -37,7 +39,7 @@ def build_model(config: dict, head_kind: str = "qa") -> torch.nn.Module:
     raise XltError(f"--head: expected qa or mlm, got {head_kind!r}")
 
 
-def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def encoder_layers(model: Any) -> torch.nn.ModuleList:
     """The transformer layers of a BERT-, RoBERTa-, ELECTRA- or DistilBERT-type model."""
     layers = derived.find_layers(model.base_model, lambda node: isinstance(node, torch.nn.ModuleList),
                                  ("encoder.layer", "transformer.layer"))
@@ -48,13 +50,13 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     )
 
 
-def is_tied(model: torch.nn.Module) -> bool:
+def is_tied(model: Any) -> bool:
     """Whether the output (decoder) weight is the token embedding matrix."""
     out = model.get_output_embeddings()
     return out is not None and out.weight is model.get_input_embeddings().weight
 
 
-def apply_plan(model: torch.nn.Module, plan: Plan) -> None:
+def apply_plan(model: Any, plan: Plan) -> None:
     """Set ``requires_grad`` on every parameter as ``plan`` says (see xlt.compute's docstring):
     head parameters (everything outside the base model) follow ``plan.head``; layer i follows
     ``plan.layers[i]``; the rest of the embedding stage follows ``embedding_extras_trainable``;

@@ -71,7 +71,7 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
             name=f"train-{trial_id}", storage_path=str(Path(ctx.run_dir) / "ray"),
             failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's stubs: a Train callback
         ),
     )
     result = trainer.fit()

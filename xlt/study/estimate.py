@@ -259,7 +259,8 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
     study's: a step that trials share through the artifact cache is computed once."""
     kind = "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
     throughput = spec.throughput.get(kind, DEFAULT_THROUGHPUT[kind])
-    rows, once = [], {}
+    rows: list[dict[str, Any]] = []
+    once: dict[tuple[str, str], float] = {}
     for params in planned_trials(spec):
         cost = trial_cost(trial_spec(spec, params))
         shared = cost.pop("shared", [])

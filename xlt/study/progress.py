@@ -223,4 +223,5 @@ def _error_line(trial) -> str:
 
 
 def _family(cls: type) -> list[type]:
-    return [cls] + [d for c in cls.__subclasses__() for d in _family(c)]
+    subclasses: list[type] = cls.__subclasses__()
+    return [cls] + [d for c in subclasses for d in _family(c)]

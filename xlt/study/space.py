@@ -111,7 +111,7 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
     check(spec)
     s = spec.search
     metrics = [metric_name(o, spec) for o in s.objectives]
-    modes = [o.mode for o in s.objectives]
+    modes: list[str] = [o.mode for o in s.objectives]
     points = [dict(p) for p in s.points]
     seed = s.seeds[0]
     scheduler = None
@@ -129,13 +129,13 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
         sampler = (optuna.samplers.TPESampler(seed=seed) if s.algorithm == "tpe"
                    else optuna.samplers.NSGAIISampler(seed=seed))
         multi = s.algorithm == "nsga2"
-        alg = OptunaSearch(
+        optuna_search = OptunaSearch(
             space={k: optuna_distribution(p) for k, p in s.space.items()},
             metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
             points_to_evaluate=points or None, sampler=sampler, study_name=spec.name,
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
         )
-        return Search({}, alg, scheduler, s.num_samples, s.num_samples, metrics, modes, primary_set(spec), points)
+        return Search({}, optuna_search, scheduler, s.num_samples, s.num_samples, metrics, modes, primary_set(spec), points)
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

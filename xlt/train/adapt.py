@@ -41,6 +41,7 @@ from xlt.data import mlm
 from xlt.errors import XltError
 from xlt.models.load import config_from_dict, load_config, resolve_name
 from xlt.models.minimodel import (
+    Encoder,
     MaskedLM,
     MLMHead,
     freeze,
@@ -67,7 +68,7 @@ from xlt.train.trial import Report, TrialInfo
 class Step1:
     """What step 1 leaves: the primary body, the heads, and MiniPost's extra layer."""
 
-    body: nn.Module  # the primary encoder (base_small: the k-layer model)
+    body: Encoder  # the primary encoder (base_small: the k-layer model)
     heads: nn.ModuleDict  # "top" (after the last layer), "k" (MiniJoint), "post" (MiniPost)
     post_layer: nn.Module | None
 
@@ -153,7 +154,7 @@ def _mlm_plan(n_layers: int, trainable_layers: tuple[bool, ...], *, embeddings: 
 # ---------------------------------------------------------------- step 1
 
 
-def source_body(spec: StudySpec, tokenizer) -> tuple[nn.Module, MLMHead | None]:
+def source_body(spec: StudySpec, tokenizer) -> tuple[Encoder, MLMHead | None]:
     """The primary encoder before step 1, and its own pretrained MLM head if it has one."""
     from transformers import AutoModel
 
@@ -182,7 +183,7 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
     n, k, scratch = len(layer_list(body)), a.depth, spec.model.tiny is not None
     if not 1 <= k < n:
         raise XltError(f"adapt.depth: must be between 1 and {n - 1} for a {n}-layer model, got {k}")
-    common = dict(meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1",
+    common: dict[str, Any] = dict(meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1",
                   session=session)
     heads = nn.ModuleDict({"top": head or new_head(body.config)}).to(device)
     post_layer = None
@@ -254,7 +255,7 @@ def step2_model(s1: Step1, method: str, k: int) -> MaskedLM:
 # ---------------------------------------------------------------- step 3
 
 
-def qa_from_body(body: nn.Module):
+def qa_from_body(body: Encoder) -> Any:
     """A QA model whose encoder holds the body's weights (a copy: step 3 must not touch step 1)."""
     from transformers import AutoModelForQuestionAnswering
 
@@ -430,22 +431,34 @@ def cached_step3(spec: StudySpec, cache: ArtifactCache, s1: Step1, tokenizer, da
 
 
 def step2_trainable(spec: StudySpec, s1: Step1, source_tok, target_tok, device: torch.device) -> MaskedLM:
-    """The step-2 model with new target-language embeddings, everything frozen but them and the
-    heads' vocabulary-sized bias (new with the vocabulary). The embeddings are set on the primary
-    body, so every mini-body built on it shares them."""
+    """The step-2 model of the trial, with its target-language embeddings initialised."""
     a, t = spec.adapt, spec.train
     assert a is not None
     std = getattr(s1.body.config, "initializer_range", 0.02)
     weight = init_embeddings(source_tok, target_tok, token_embedding(s1.body).weight, a.embedding_init, std, t.seed)
-    emb = set_token_embedding(s1.body, weight.to(device))
+    return with_new_embeddings(s1, weight.to(device), a.method, a.depth)
+
+
+def with_new_embeddings(s1: Step1, weight: torch.Tensor, method: str, k: int) -> MaskedLM:
+    """The model step 2 trains (step2_model) with `weight` as its token embeddings, everything
+    frozen but them and the heads' vocabulary-sized bias (new with the vocabulary). The embeddings
+    are set on the primary body, so every mini-body built on it shares them. The benchmark times
+    this same model."""
+    emb = set_token_embedding(s1.body, weight)
     for h in s1.heads.values():
-        h.bias = nn.Parameter(torch.zeros(len(target_tok), device=device))
-    model = step2_model(s1, a.method, a.depth)
+        h.bias = nn.Parameter(torch.zeros(weight.shape[0], device=weight.device))
+    model = step2_model(s1, method, k)
     freeze(model)
     freeze(emb, True)
     for h in model.heads.values():
         h.bias.requires_grad_(True)
     return model
+
+
+def step2_plan(model: MaskedLM) -> compute.Plan:
+    """What step 2 trains, for the FLOPs meter: the token embeddings under a frozen body and head."""
+    n = len(layer_list(model.body))
+    return _mlm_plan(n, (False,) * n, embeddings=True, head=False)
 
 
 def step4_scorer(spec: StudySpec, qa, step2: MaskedLM, target_tok, data: QAData, meter: Meter,
@@ -470,7 +483,6 @@ def run_step2(spec: StudySpec, model: MaskedLM, target_tok, lines: list[str], ev
     target tokenizer, initial embeddings), every `adapt.eval_every` steps and at the end."""
     a, t = spec.adapt, spec.train
     assert a is not None
-    n = len(layer_list(model.body))
 
     def evaluate(state: LoopState) -> float:
         return events.record(state, scorer(), epoch=None)[0]["f1"]
@@ -480,6 +492,6 @@ def run_step2(spec: StudySpec, model: MaskedLM, target_tok, lines: list[str], ev
         events.load_state_dict(saved)
     else:
         evaluate(LoopState())
-    train_mlm(model, target_tok, lines, a.step2, plan=_mlm_plan(n, (False,) * n, embeddings=True, head=False),
+    train_mlm(model, target_tok, lines, a.step2, plan=step2_plan(model),
               stage="step2", meter=meter, device=device, seed=t.seed + 2, mlm_probability=a.mlm_probability,
               evaluate=evaluate, eval_every=a.eval_every, session=session, checkpoint_extra=events.state_dict)

@@ -133,7 +133,11 @@ class Cached:
             return load(*found)
         value, meta = build()
         if writer:
-            self.cache.put(self.kind, self.key, lambda tmp: (write(value, tmp), meta)[1])
+            def fill(tmp: Path) -> dict[str, Any]:
+                write(value, tmp)
+                return meta
+
+            self.cache.put(self.kind, self.key, fill)
         if barrier is not None:
             barrier()
         return value
@@ -159,5 +163,9 @@ def trained_tokenizer(cache: ArtifactCache | None, texts: list[str], vocab_size:
         return tok, {"vocab": len(tok)}
 
     entry = Cached(cache, "tokenizer", key)
-    entry.get_or_build(build, lambda tok, tmp: tok.save_pretrained(tmp), lambda path, meta: None)
+    entry.get_or_build(build, lambda tok, tmp: tok.save_pretrained(tmp), _loaded_later)
     return load_tokenizer(str(entry.path))  # the copy that won the race into the cache
+
+
+def _loaded_later(path: Path, meta: dict[str, Any]) -> Any:
+    return None  # trained_tokenizer loads the cached copy itself, hit or miss
