@@ -33,5 +33,5 @@ def tiny_qa_study(*, train: int, dev: int, max_steps: int) -> dict:
                  "eval": [{"name": "en-dev", "lang": "en", "synthetic": {"n": dev, "seed": 0, "split": "dev"}},
                           {"name": "ru-dev", "lang": "ru", "synthetic": {"n": dev, "seed": 0, "split": "dev"}}]},
         "train": {"max_steps": max_steps, "eval_every": 2, "batch_size": 8, "eval_batch_size": 32, "max_seq_length": 96,
-                  "doc_stride": 32, "lr": 3e-3, "checkpoint": False},
+                  "doc_stride": 32, "lr": 3e-3, "save_model": False},
     }

@@ -228,7 +228,7 @@ TINY = {
              "eval": [{"name": "en-dev", "lang": "en", "synthetic": {"n": 12, "split": "dev"}},
                       {"name": "ru-dev", "lang": "ru", "synthetic": {"n": 12, "split": "dev"}}]},
     "train": {"max_steps": 2, "eval_every": 2, "batch_size": 8, "max_seq_length": 96, "doc_stride": 32,
-              "checkpoint": False},
+              "save_model": False},
 }
 
 
@@ -251,7 +251,7 @@ def test_a_second_trial_with_the_same_data_hits_the_cache(tmp_path, counted):
 def test_runs_and_trials_default_to_their_artifacts_directory(tmp_path):
     from xlt.spec import spec_from_dict
     from xlt.study.driver import StudyContext, trial_spec_for
-    from xlt.train.qa import artifact_cache
+    from xlt.train.trial import artifact_cache
 
     spec = spec_from_dict(TINY)
     assert spec.cache_dir is None and artifact_cache(spec) is None  # the library caches nothing unasked
@@ -270,7 +270,7 @@ def test_the_benchmark_times_its_own_feature_building():
     from xlt.bench.common import BenchConfig
     from xlt.bench.qa_data import QASetup
     from xlt.bench.qa_train import spec_for
-    from xlt.train.qa import artifact_cache
+    from xlt.train.trial import artifact_cache
 
     s = QASetup(BenchConfig(), None, None, [], [], "en", "")
     assert artifact_cache(spec_for(s, 0)) is None

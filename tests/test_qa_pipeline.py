@@ -73,7 +73,8 @@ def test_minilm_learns_real_english_qa(tmp_path, data_dir, minilm_path):
     from xlt.data.features import build_features
     from xlt.models.load import load_qa_model
     from xlt.tokenization import load_tokenizer
-    from xlt.train.qa import EvalSet, predict, prepare_data, score
+    from xlt.train.evaluation import EvalSet, predict, score
+    from xlt.train.qa_data import prepare_data
 
     overrides = ["data.english.max_questions=400", "train.max_steps=50", "train.eval_every=50",
                  "train.max_seq_length=192", "data.eval=[{name: xquad-en, lang: en, path: "
@@ -106,7 +107,7 @@ def test_non_finite_logits_at_evaluation_are_divergence():
     from xlt.data.synthetic import make_squad
     from xlt.errors import TrainingDiverged
     from xlt.tokenization import train_tokenizer
-    from xlt.train.qa import EvalSet, predict
+    from xlt.train.evaluation import EvalSet, predict
 
     examples, _ = parse_squad(make_squad("en", 4, 0, "dev"), "d", "en")
     tok = train_tokenizer([e.context for e in examples] + [e.question for e in examples], 200)

@@ -205,7 +205,7 @@ def _pickles(run_dir: Path) -> list[str]:
 def test_trial_checkpoints_are_safetensors_only(study, tmp_path, monkeypatch):
     monkeypatch.chdir(CORPUS)  # the tiny QA study reads squad/good.json from there; the trial writes only to --out
     out = tmp_path / "run"
-    code, stdout, err = run_cli("trial", str(study), "train.checkpoint=true", "--out", str(out))
+    code, stdout, err = run_cli("trial", str(study), "train.save_model=true", "--out", str(out))
     assert code == 0, err
     assert (out / "model" / "model.safetensors").is_file()
     if study is TINY_ADAPT:  # the step-1 and step-3 artifacts the cache shares between trials

@@ -13,7 +13,8 @@ from tests.helpers import tiny_qa_study
 from xlt.spec import spec_from_dict
 from xlt.study import rundir
 from xlt.train.loop import BatchCursor, Session, shard
-from xlt.train.qa import TrialInfo, run_qa
+from xlt.train.qa import run_qa
+from xlt.train.trial import TrialInfo
 
 TINY = tiny_qa_study(train=80, dev=16, max_steps=8)
 

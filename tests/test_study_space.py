@@ -108,7 +108,7 @@ def test_resource_gap_names_what_is_missing():
 
 
 def test_event_metrics_carry_every_objective():
-    from xlt.train.worker import event_metrics
+    from xlt.study.worker import event_metrics
 
     rows = [{"eval_set": "en-dev", "f1": 50.0, "exact_match": 40.0, "stage": "qa", "event": 0, "flops_train": 1e9,
              "device_seconds": 2.0, "step": 10},

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from xlt.compute import TRAINABLE_HELP  # torch-free, like everything the parser needs
 from xlt.errors import XltError
 
 
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="hub name or local path (or pkg:module/dir)")
     s.add_argument("--seq-len", type=int, required=True)
     s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--trainable", default="all", help="all | embeddings | none | head | top:N | bottom:N")
+    s.add_argument("--trainable", default="all", help=TRAINABLE_HELP)
     s.add_argument("--head", default="qa", choices=["qa", "mlm", "none"])
     s.add_argument("--measure", action="store_true", help="also run one step under torch's FlopCounterMode")
 

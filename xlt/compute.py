@@ -251,7 +251,7 @@ def embedding_extras_trainable(plan: Plan) -> bool:
     return plan.embeddings and all(plan.layers)
 
 
-_TRAINABLE_HELP = "all, none, head, embeddings, body, top:N, or parts joined by '+' (e.g. embeddings+head)"
+TRAINABLE_HELP = "all, none, head, embeddings, body, top:N, or parts joined by '+' (e.g. embeddings+head)"
 
 
 def plan_for(
@@ -278,7 +278,7 @@ def plan_for(
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 0:
         raise XltError(f"plan_for: n_layers must be a non-negative integer, got {n_layers!r}")
     if not isinstance(trainable, str) or not trainable.strip():
-        raise XltError(f"--trainable: expected {_TRAINABLE_HELP}, got {trainable!r}")
+        raise XltError(f"--trainable: expected {TRAINABLE_HELP}, got {trainable!r}")
     embeddings = False
     head = False
     layers = [False] * n_layers
@@ -307,7 +307,7 @@ def plan_for(
             for i in range(n_layers - k, n_layers):
                 layers[i] = True
         else:
-            raise XltError(f"--trainable {trainable!r}: unknown part {part!r}; expected {_TRAINABLE_HELP}")
+            raise XltError(f"--trainable {trainable!r}: unknown part {part!r}; expected {TRAINABLE_HELP}")
     return Plan(
         embeddings=embeddings,
         layers=tuple(layers),

@@ -149,7 +149,7 @@ def _longest_common_run(a: list[str], b: list[str]) -> int:
     where: dict[str, list[int]] = {}
     for j, token in enumerate(b):
         where.setdefault(token, []).append(j)
-    best, ending_at = 0, {}
+    best, ending_at = 0, dict[int, int]()
     for token in a:
         ending_at = {j: ending_at.get(j - 1, 0) + 1 for j in where.get(token, ())}
         best = max(best, *ending_at.values()) if ending_at else best
@@ -228,7 +228,3 @@ def evaluate(gold: dict[str, list[str]], predictions: dict[str, str], lang: str,
         "n": len(gold),
     }
 
-
-def default_mode_for(lang: str) -> str:
-    """The mode used when a result row does not name one: the project's own, for every language."""
-    return "xlt"

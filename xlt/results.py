@@ -18,11 +18,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from xlt import layout
 from xlt.errors import XltError
 
 SCHEMA_VERSION = 1
-ROWS_LOG = "rows.jsonl"
-TABLE = "results.parquet"
+ROWS_LOG, TABLE = layout.ROWS_LOG, layout.TABLE
 
 # name -> type ("str", "int", "float", "bool"); every row has all of them (None where unknown)
 COLUMNS: dict[str, str] = {
@@ -44,7 +44,7 @@ COLUMNS: dict[str, str] = {
     "with_english": "bool",
     "seed": "int",
     # when
-    "stage": "str",  # qa | step1 | step2 | step3 | step4
+    "stage": "str",  # qa | step3 | step2 (step-4 evaluations of the step-2 embeddings) | final
     "event": "int",  # evaluation event index within the trial
     "step": "int",  # optimizer steps within the stage
     "epoch": "float",

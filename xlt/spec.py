@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from xlt.errors import XltError
 
-METRIC_MODES = ("xlt", "squad_v1", "mlqa", "zh_char")
 MetricMode = Literal["xlt", "squad_v1", "mlqa", "zh_char"]
 
 
@@ -195,13 +194,12 @@ class TrainSpec(_Strict):
     doc_stride: int = Field(128, ge=8)
     max_query_length: int = Field(64, ge=4)
     max_answer_length: int = Field(30, ge=1)
-    n_best: int = Field(20, ge=1)  # accepted, bounds nothing: decoding is exact over the band
     # run_qa: best raw start+end logit over all windows (run_qa.py, how SQuAD/XQuAD results are
     # reported); pipeline: the answers transformers' question-answering pipeline gives
     answer_rule: Literal["run_qa", "pipeline"] = "run_qa"
     seed: int = 0
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: what the worker is given
-    checkpoint: bool = True
+    save_model: bool = True  # the trained model into the trial's directory (resume checkpoints are always on)
 
     @model_validator(mode="after")
     def _lengths(self) -> TrainSpec:
@@ -337,6 +335,13 @@ class StudySpec(_Strict):
     def _cross(self) -> StudySpec:
         if self.task == "adapt" and self.adapt is None:
             raise ValueError("task 'adapt' needs an adapt section")
+        if self.task == "adapt" and self.adapt is not None:
+            langs = {e.lang for e in self.data.eval}
+            # step 3 is validated on English; step 4 scores the target language
+            if "en" not in langs:
+                raise ValueError("data.eval: no English evaluation set (adaptation step 3 is validated on one)")
+            if self.adapt.target_lang not in langs:
+                raise ValueError(f"data.eval: no evaluation set in the target language '{self.adapt.target_lang}'")
         for key in self.search.space:
             _check_path(self, key)
         return self
@@ -446,7 +451,30 @@ def _expanded_size(node: Any, memo: dict[int, int]) -> int:
     return memo[id(node)]
 
 
+# keys a study may still carry from an earlier xlt: what to write instead
+RETIRED = {
+    "train.checkpoint": "renamed to train.save_model (it only ever controlled saving the final model)",
+    "train.n_best": "removed: span decoding is exact over the whole band, so nothing bounds it",
+}
+
+
+def _retired(tree: dict[str, Any]) -> str | None:
+    for dotted, why in RETIRED.items():
+        node: Any = tree
+        for part in dotted.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            return f"{dotted}: {why}"
+    return None
+
+
+_MISSING = object()
+
+
 def spec_from_dict(tree: dict[str, Any], origin: str = "<spec>") -> StudySpec:
+    retired = _retired(tree)
+    if retired:
+        raise XltError(f"{origin}: {retired}")
     try:
         return StudySpec.model_validate(tree)
     except ValidationError as e:

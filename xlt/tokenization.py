@@ -31,6 +31,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "wordpiec
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    trainer: trainers.WordPieceTrainer | trainers.UnigramTrainer
     if kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS)

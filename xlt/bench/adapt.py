@@ -1,9 +1,10 @@
 """Part adapt_step2: step-2 speed of mini-model adaptation (k-layer mini-model) vs BaseLarge (the
 full model), measured against the analytical FLOPs ratio.
 
-Step 2 learns token embeddings by MLM with everything else frozen, as xlt.train.adapt runs it
-(MaskedLM over `mini_body(primary, k)` or the primary itself, frozen but for the embeddings, the
-MLM decoder tied to them, the loss on masked positions only). A step is one optimizer step of
+Step 2 is timed through the pipeline's own step-2 model (xlt.train.adapt.with_new_embeddings:
+MaskedLM over MiniJoint's `mini_body(primary, k)` or BaseLarge's whole primary, frozen but for
+the embeddings and the heads' vocabulary-sized bias, the MLM decoder tied to the embeddings, the
+loss on masked positions only) and metered with its own plan (step2_plan). A step is one optimizer step of
 xlt's train_loop. Full model and mini-models alternate within every round.
 """
 
@@ -27,29 +28,32 @@ def mlm_batch(vocab: int, seq: int, batch: int, probability: float, seed: int) -
 
 def run(cfg: BenchConfig, log) -> dict[str, Any]:
     import torch
+    from torch import nn
     from transformers import AutoModel
 
     from xlt import compute
     from xlt.models.load import tiny_config
-    from xlt.models.minimodel import MaskedLM, freeze, mini_body, new_head
+    from xlt.models.minimodel import new_head, without_pooler
+    from xlt.train.adapt import Step1, step2_plan, with_new_embeddings
 
     torch.manual_seed(cfg.seed)
     sh = cfg.adapt_shape
-    body = AutoModel.from_config(tiny_config(vocab_size=sh.vocab, layers=sh.layers, hidden=sh.hidden, heads=sh.heads,
-                                             intermediate=sh.intermediate, max_positions=sh.max_positions),
-                                 attn_implementation="sdpa")
+    body = without_pooler(AutoModel.from_config(tiny_config(
+        vocab_size=sh.vocab, layers=sh.layers, hidden=sh.hidden, heads=sh.heads, intermediate=sh.intermediate,
+        max_positions=sh.max_positions), attn_implementation="sdpa"))
+    heads = nn.ModuleDict({"top": new_head(body.config), "k": new_head(body.config)})
+    s1 = Step1(body, heads, None)
+    weight = body.get_input_embeddings().weight.detach().clone()
     batch = mlm_batch(sh.vocab, cfg.adapt_seq, cfg.adapt_batch, cfg.mlm_probability, cfg.seed)
     masked = int((batch["labels"] != -100).sum())
     depths = [*cfg.adapt_depths, sh.layers]
     models, flops = {}, {}
     for k in depths:
-        m = MaskedLM(mini_body(body, k) if k < sh.layers else body, {k: new_head(body.config)})
-        freeze(m)
-        freeze(m.body.get_input_embeddings(), True)
+        # the pipeline's own step-2 model: BaseLarge through the whole primary, MiniJoint's k-layer mini-model
+        m = with_new_embeddings(s1, weight, "base_large" if k == sh.layers else "mini_joint", k)
         models[k] = m
         shape = compute.EncoderShape.from_config(m.body.config.to_dict())
-        plan = compute.Plan(embeddings=True, layers=(False,) * k, head=False, head_kind="mlm", head_tied=True)
-        flops[k] = compute.train_step_flops(shape, cfg.adapt_batch, cfg.adapt_seq, plan, mlm_positions=masked)
+        flops[k] = compute.train_step_flops(shape, cfg.adapt_batch, cfg.adapt_seq, step2_plan(m), mlm_positions=masked)
 
     def loss_fn(m, b):
         return m(**b)

@@ -9,7 +9,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -141,7 +141,8 @@ def load_average() -> list[float] | None:
         return None
 
 
-def median(xs: list[float]) -> float | None:
+def median(xs: Sequence[Any]) -> Any:
+    """The median of the values that are not None (a float), or None when there are none."""
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 

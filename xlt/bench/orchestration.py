@@ -29,7 +29,7 @@ STUDY: dict[str, Any] = {
     "data": {"english": {"name": "en-train", "lang": "en", "synthetic": {"n": 64, "seed": 0, "split": "train"}},
              "eval": [{"name": "en-dev", "lang": "en", "synthetic": {"n": 16, "seed": 0, "split": "dev"}}]},
     "train": {"mode": "fixed", "epochs": 1, "lr": 1e-3, "batch_size": 16, "eval_batch_size": 16,
-              "max_seq_length": 128, "doc_stride": 32, "threads": 1, "checkpoint": False},
+              "max_seq_length": 128, "doc_stride": 32, "threads": 1, "save_model": False},
     "search": {"algorithm": "grid", "space": {}, "seeds": [0]},
     "resources": {"workers": 1, "cpus_per_worker": 1},
 }

@@ -75,7 +75,8 @@ def setup(cfg: BenchConfig) -> QASetup:
             model = load_qa_model(cfg.model, dropout=cfg.dropout)
     else:
         t = cfg.tiny
-        texts = list({e.context for e in train}) + [e.question for e in train]
+        # in first-seen order, as qa.build_tokenizer: a set's order changes between processes
+        texts = list(dict.fromkeys(e.context for e in train)) + [e.question for e in train]
         tok = train_tokenizer(texts, t.vocab)
         model = qa_model_from_config(tiny_config(
             vocab_size=len(tok), layers=t.layers, hidden=t.hidden, heads=t.heads, intermediate=t.intermediate,

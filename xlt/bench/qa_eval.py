@@ -82,7 +82,7 @@ def run_xlt(s: QASetup, model, examples: list[Example], rule: str = "run_qa") ->
     import torch
 
     from xlt.data import features as F
-    from xlt.train.qa import EvalSet, predict
+    from xlt.train.evaluation import EvalSet, predict
 
     feats = F.build_features(s.tokenizer, examples, train=False, **s.window)
     ev = EvalSet("bench", s.lang, "xlt", examples, feats)
@@ -138,7 +138,8 @@ def run_hf_run_qa(s: QASetup, model, examples: list[Example],
                                  report_to=[], dataloader_num_workers=0, disable_tqdm=True, log_level="error")
         trainer = Trainer(model=model, args=args, data_collator=default_data_collator, processing_class=s.tokenizer)
         out = trainer.predict(feats.remove_columns(["example_id", "offset_mapping"]))
-    start, end = out.predictions[:2]
+    logits: Any = out.predictions  # (start, end): transformers types it a 1-tuple
+    start, end = logits[0], logits[1]
     preds = run_qa_postprocess(examples, feats, start, end, max_answer_length=s.cfg.max_answer_length)
     if keep is not None:
         keep["run_qa"] = (feats, start, end)
@@ -269,7 +270,8 @@ def real_pipeline(model, tokenizer) -> tuple[Any, str | None]:
     try:
         from transformers import pipeline
 
-        return pipeline("question-answering", model=model, tokenizer=tokenizer, device=-1), None
+        # transformers 5's stubs no longer list the task (it raises at run time: caught below)
+        return pipeline("question-answering", model=model, tokenizer=tokenizer, device=-1), None  # type: ignore[call-overload]
     except Exception as e:  # transformers 5: KeyError "The task question-answering has been removed"
         return None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
 
@@ -360,8 +362,8 @@ def run(s: QASetup, model, log) -> dict[str, Any]:
             f"{_tf_version()} has no question-answering pipeline: {missing})")
 
     def ceiling(name: str) -> float | None:
-        c = counts[name]
-        return c["positions"] / counts["xlt"]["tokens_real"] if c.get("positions") else None
+        c, real = counts[name], counts["xlt"]["tokens_real"]
+        return c["positions"] / real if c.get("positions") and real else None
 
     return {
         "settings": {"questions": len(examples), "batch_size": s.cfg.eval_batch_size,

@@ -60,14 +60,14 @@ def spec_for(s: QASetup, seed: int, *, eval_every: int | None = None):
                   "eval_batch_size": c.eval_batch_size, "warmup": c.warmup, "weight_decay": c.weight_decay,
                   "dropout": c.dropout, "max_seq_length": c.max_seq_length, "doc_stride": c.doc_stride,
                   "max_query_length": c.max_query_length, "max_answer_length": c.max_answer_length,
-                  "seed": seed, "threads": c.threads, "checkpoint": False,
+                  "seed": seed, "threads": c.threads, "save_model": False,
                   **({"eval_every": eval_every} if eval_every else {})},
     }, "bench")
 
 
 def eval_set(s: QASetup):
     from xlt.data import features as F
-    from xlt.train.qa import EvalSet
+    from xlt.train.evaluation import EvalSet
 
     return EvalSet(EVAL_NAME, s.lang, "xlt", s.eval, F.build_features(s.tokenizer, s.eval, train=False, **s.window))
 
@@ -77,7 +77,7 @@ def score(s: QASetup, model, ev) -> dict[str, float]:
     train/eval mode is left as it was."""
     import torch
 
-    from xlt.train import qa
+    from xlt.train import evaluation as qa
 
     was_training = model.training
     model.eval()
@@ -124,52 +124,33 @@ def _figures(seconds: float, cpu: float, prep: float, real: int, padded: int, wi
             "examples_per_s": questions / seconds, "padding_share": 1 - real / padded if padded else 0.0}
 
 
-def _timed_module(model, clock: Clock):
-    """The module xlt's loop trains through: a thin wrapper of `model` whose switches to eval mode
-    (the loop's, just before it evaluates) pause `clock` and whose switches back to train mode
-    resume it. A training forward resumes it too (a no-op normally): should the loop ever stop
-    switching back, training would still be timed, not silently paused out."""
-    import torch
-
-    class Timed(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args, **kwargs):
-            clock.resume()
-            return self.inner(*args, **kwargs)
-
-        def train(self, mode: bool = True):
-            (clock.resume if mode else clock.pause)()
-            return super().train(mode)
-
-    return Timed(model)
-
-
 def train_xlt(s: QASetup, seed: int, ev, f1_start: float, windows: int) -> tuple[dict[str, Any], Any]:
     """`windows`: how many training windows xlt's features make (for the evaluation interval)."""
     import torch
 
-    from xlt.train.loop import Meter, Session
+    from xlt import derived
+    from xlt.train.loop import Hooks, Meter, Session
     from xlt.train.qa import finetune_qa
 
     c = s.cfg
     model = s.fresh_model()
-    total = max(1, math.ceil(c.epochs * math.ceil(windows / c.batch_size)))  # as finetune_qa counts steps
+    total = derived.qa_schedule(windows, spec_for(s, seed).train).total_steps  # finetune_qa's own count
     spec = spec_for(s, seed, eval_every=eval_every(total, c.curve_points))
     clock = Clock()
     curve = Curve(s, ev, clock)
     marks: dict[str, float] = {}
     meter = Meter()
 
-    # The clock starts when the loop asks for the module to train through, pauses while the loop
-    # evaluates (its own evaluation, on a single question, and the curve's in `report`) and stops
-    # at the final rows finetune_qa reports after its last evaluation.
+    # The clock starts when the loop asks for the module to train through, pauses from the loop's
+    # evaluation-start hook to its evaluation-end hook (its own evaluation, on a single question,
+    # and the curve's in `report`) and stops at the final rows finetune_qa reports after its last
+    # evaluation.
     def wrap(m):
         marks["start"] = time.perf_counter()
         clock.start()
-        return _timed_module(m, clock)
+        return m
+
+    hooks = Hooks(eval_start=[lambda state: clock.pause()], eval_end=[lambda state: clock.resume()])
 
     def report(rows) -> None:
         if rows[0]["stage"] == "final":
@@ -182,7 +163,7 @@ def train_xlt(s: QASetup, seed: int, ev, f1_start: float, windows: int) -> tuple
     t0 = time.perf_counter()
     with quiet():
         finetune_qa(model, s.tokenizer, spec, s.train, {EVAL_NAME: (src, s.eval[:1])}, report, {}, meter,
-                    device=torch.device("cpu"), stage="qa", session=Session(wrap=wrap))
+                    device=torch.device("cpu"), stage="qa", session=Session(wrap=wrap, hooks=hooks))
     out = _figures(clock.seconds, clock.cpu_seconds, marks["start"] - t0, meter.tokens_real, meter.tokens_padded,
                    meter.examples, len(s.train) * c.epochs)
     return {**out, **curve.figures(meter.examples, len(s.train) * c.epochs, f1_start)}, model

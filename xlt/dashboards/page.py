@@ -20,14 +20,14 @@ from typing import Any
 
 import pandas as pd
 
-from xlt import __version__, results
+from xlt import __version__, layout, results
 from xlt.dashboards import figures, views
 from xlt.errors import XltError
 from xlt.spec import Expected, StudySpec, spec_from_dict
 
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
-DONE_FILE = "DONE"
+DONE_FILE = layout.DONE
 OPTUNA_DB = "optuna.db"
 UNFINISHED_STATES = ("running", "killed")
 

@@ -1,5 +1,5 @@
 """Question+context windows with offsets, answer labels, their storage (safetensors), batching, and
-n-best span decoding.
+span decoding (exact over the whole band of valid spans, not a top-n_best approximation).
 
 `doc_stride` follows the Hugging Face convention: the number of context tokens two
 neighbouring windows share.
@@ -83,10 +83,11 @@ def build_features(tokenizer, examples: Sequence[Example], *, max_seq_length: in
         if train and ex.answers:
             text, char_start = ex.answers[0]
             char_end = char_start + len(text)
-            ctx = [j for j, o in enumerate(offs) if o is not None]
-            if ctx and offs[ctx[0]][0] <= char_start and offs[ctx[-1]][1] >= char_end:
-                start = next(j for j in ctx if offs[j][1] > char_start)
-                end = next(j for j in reversed(ctx) if offs[j][0] < char_end)
+            spans = {j: o for j, o in enumerate(offs) if o is not None}  # the context's tokens
+            ctx = list(spans)
+            if ctx and spans[ctx[0]][0] <= char_start and spans[ctx[-1]][1] >= char_end:
+                start = next(j for j in ctx if spans[j][1] > char_start)
+                end = next(j for j in reversed(ctx) if spans[j][0] < char_end)
         feats.start_positions.append(start)
         feats.end_positions.append(end)
     return feats

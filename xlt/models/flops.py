@@ -9,10 +9,13 @@ silently go uncounted. Eager attention runs them as ``bmm``/``matmul``, which it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForQuestionAnswering
 
+from xlt import derived
 from xlt.compute import (
     EncoderShape,
     Plan,
@@ -36,29 +39,24 @@ def build_model(config: dict, head_kind: str = "qa") -> torch.nn.Module:
     raise XltError(f"--head: expected qa or mlm, got {head_kind!r}")
 
 
-def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def encoder_layers(model: Any) -> torch.nn.ModuleList:
     """The transformer layers of a BERT-, RoBERTa-, ELECTRA- or DistilBERT-type model."""
-    base = model.base_model
-    for path in ("encoder.layer", "transformer.layer"):
-        module = base
-        for name in path.split("."):
-            module = getattr(module, name, None)
-            if module is None:
-                break
-        if isinstance(module, torch.nn.ModuleList):
-            return module
+    layers = derived.find_layers(model.base_model, lambda node: isinstance(node, torch.nn.ModuleList),
+                                 ("encoder.layer", "transformer.layer"))
+    if layers is not None:
+        return layers
     raise XltError(
         f"{type(model).__name__}: cannot find its transformer layers (encoder.layer / transformer.layer)"
     )
 
 
-def is_tied(model: torch.nn.Module) -> bool:
+def is_tied(model: Any) -> bool:
     """Whether the output (decoder) weight is the token embedding matrix."""
     out = model.get_output_embeddings()
     return out is not None and out.weight is model.get_input_embeddings().weight
 
 
-def apply_plan(model: torch.nn.Module, plan: Plan) -> None:
+def apply_plan(model: Any, plan: Plan) -> None:
     """Set ``requires_grad`` on every parameter as ``plan`` says (see xlt.compute's docstring):
     head parameters (everything outside the base model) follow ``plan.head``; layer i follows
     ``plan.layers[i]``; the rest of the embedding stage follows ``embedding_extras_trainable``;

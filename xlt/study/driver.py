@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlt import layout
 from xlt.study import rundir
 
-FINAL = "final.json"
+FINAL = layout.FINAL
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
     spec = StudySpec.model_validate(ctx.spec)
     extra = {}
     if spec.cache_dir is None:
-        extra["cache_dir"] = str(Path(ctx.run_dir) / "artifacts")  # shared by all trials and nodes
+        extra["cache_dir"] = str(Path(ctx.run_dir) / layout.ARTIFACTS_DIR)  # shared by all trials and nodes
     return trial_spec(spec, {**params, **extra})
 
 
@@ -46,7 +47,7 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from xlt.study.space import primary_set
-    from xlt.train.worker import train_fn, trial_dir
+    from xlt.study.worker import train_fn, trial_dir
 
     trial_id = tune.get_context().get_trial_id()
     params = dict(config)
@@ -70,11 +71,11 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
             name=f"train-{trial_id}", storage_path=str(Path(ctx.run_dir) / "ray"),
             failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's stubs: a Train callback
         ),
     )
     result = trainer.fit()
-    rank0 = rundir.read_json(out / "rank-0.json") or {}
+    rank0 = rundir.read_json(layout.rank_marker(out, 0)) or {}
     metrics = dict(rank0.get("metrics") or result.metrics or {})
     metrics.pop("checkpoint_path", None)
     metrics.update(trial_seconds=time.time() - t0, driver_started=t0,

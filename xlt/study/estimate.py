@@ -8,7 +8,7 @@ CJK character), so figures are estimates, typically within tens of percent.
 
 from __future__ import annotations
 
-import importlib.util
+import glob
 import itertools
 import json
 import math
@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlt import compute
+from xlt import compute, derived
 from xlt.data.squad import read_squad_file, select
 from xlt.errors import XltError
 from xlt.spec import (
     DataSource,
     StudySpec,
-    expand_vars,
     primary_method,
     step1_identity,
     step3_identity,
@@ -68,10 +67,13 @@ def _count_tokens(text: str) -> float:
 @dataclass
 class DataSize:
     questions: int
-    mean_tokens: float  # question + context, before windowing
+    windows: float  # per question
+    window_tokens: float  # mean window length, special tokens included
 
 
 def data_size(src: DataSource, spec: StudySpec) -> DataSize:
+    """How many questions a source holds and how they window (tokens estimated from the text)."""
+    t = spec.train
     if src.synthetic is not None:
         from xlt.data.synthetic import make_squad
 
@@ -88,43 +90,68 @@ def data_size(src: DataSource, spec: StudySpec) -> DataSize:
         if known is None or src.split not in known[0]:
             raise XltError(f"{src.label}: size of hub dataset {src.hub}:{src.split} unknown offline; "
                            f"set max_questions on it to estimate")
-        n = known[0][src.split]
-        size = DataSize(min(n, src.max_questions or n), known[1])
-        return size
-    mean = sum(_count_tokens(c) + _count_tokens(q) for c, q in qas) / max(1, len(qas))
-    return DataSize(min(n, src.max_questions or n), mean)
+        n, mean = known[0][src.split], known[1]
+        windows, length = derived.qa_windows(_QUESTION_SHARE * mean, (1 - _QUESTION_SHARE) * mean, t)
+        return DataSize(min(n, src.max_questions or n), windows, length)
+    cut = [derived.qa_windows(_count_tokens(q), _count_tokens(c), t) for c, q in qas]
+    windows = sum(w for w, _ in cut)
+    return DataSize(min(n, src.max_questions or n), windows / max(1, len(cut)),
+                    sum(w * length for w, length in cut) / max(1, windows))
+
+
+_QUESTION_SHARE = 0.08  # of a hub dataset's question + context tokens (SQuAD: ~12 of ~160)
+
+
+def text_line_tokens(spec: StudySpec, patterns: tuple[str, ...], lang: str) -> float:
+    """Mean tokens per line of adaptation text (its first 2,000 lines; generated text when none is given)."""
+    a = spec.adapt
+    assert a is not None
+    if patterns:
+        lines: list[str] = []
+        for pattern in patterns:
+            for path in sorted(glob.glob(str(spec.resolve_path(pattern.replace("{lang}", lang))))):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    lines += [ln for ln in itertools.islice(f, 2000) if ln.strip()]
+                if len(lines) >= 2000:
+                    break
+    else:
+        from xlt.data.synthetic import make_text
+
+        lines = make_text(lang, min(a.synthetic_lines or 1, 2000), 0)
+    return sum(_count_tokens(ln) for ln in lines) / max(1, len(lines)) or 1.0
 
 
 def model_config(spec: StudySpec) -> dict[str, Any]:
     m = spec.model
     if m.tiny is not None:
-        t = m.tiny
-        return {"model_type": "bert", "num_hidden_layers": t.layers, "hidden_size": t.hidden,
-                "num_attention_heads": t.heads, "intermediate_size": t.intermediate,
-                "vocab_size": t.vocab_size, "max_position_embeddings": t.max_positions}
+        return derived.tiny_config(m.tiny)
     name = m.name or ""
     if name in KNOWN_MODELS:
         return KNOWN_MODELS[name]
-    name = expand_vars(name)
-    path = Path(name)
-    if name.startswith("pkg:"):
-        module, _, sub = name[4:].partition("/")
-        found = importlib.util.find_spec(module)
-        if found is None or not found.submodule_search_locations:
-            raise XltError(f"model {name}: package '{module}' is not installed")
-        path = Path(next(iter(found.submodule_search_locations))) / sub
+    path = Path(derived.resolve_name(name, must_exist=False))
     if (path / "config.json").is_file():
         return json.loads((path / "config.json").read_text())
     raise XltError(f"model {name}: shape unknown offline (not a local path and not in xlt's table of hub models)")
 
 
+def has_mlm_head(spec: StudySpec, cfg: dict[str, Any]) -> bool:
+    """Whether the study's pretrained model brings its own MLM head (hub models in xlt's table do;
+    a local checkpoint says so in its weights); a tiny model has nothing pretrained."""
+    m = spec.model
+    if m.tiny is not None:
+        return False
+    if m.name in KNOWN_MODELS:
+        return True
+    return derived.checkpoint_has_mlm_head(derived.resolve_name(m.name or "", must_exist=False), cfg["model_type"])
+
+
 def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, Any]]:
-    """The trials a study will run. Grid: the listed points, then every combination of the space's
-    values, each once per seed; a point's keys override the combination's. Samplers: the points,
-    then `num_samples` draws in all, here uniform as a stand-in for what TPE or NSGA-II will pick."""
+    """The trials a study will run. Grid: as the runner plans them (derived.grid_trials). Samplers:
+    the points, then `num_samples` draws in all, here uniform as a stand-in for what TPE or
+    NSGA-II will pick."""
     s = spec.search
     if s.algorithm == "grid":
-        trials = [{**g, "train.seed": seed} for g in grid_points(spec) for seed in s.seeds]
+        trials = derived.grid_trials(s)
     else:
         rng = random.Random(0)
         trials = [dict(p) for p in s.points][: s.num_samples]
@@ -133,41 +160,6 @@ def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, 
     if len(trials) > max_trials:
         raise XltError(f"search: {len(trials)} trials planned; more than {max_trials}")
     return trials
-
-
-def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
-    """Grid mode's points (without seeds), as the runner plans them: each of `search.points`
-    crossed with the product of the space's keys it leaves open, then the space's product
-    (the study's own settings when the space is empty)."""
-    s = spec.search
-    keys = list(s.space)
-    values = [list(p.choice) if p.choice is not None else _corners(p) for p in s.space.values()]
-    product = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)] if keys else []
-    points = [dict(p) for p in s.points]
-    if points:  # a point fixes some keys and runs at every combination of the space's other keys
-        points = [{**combo, **p} for p in points for combo in _product_without(s, set(p))]
-    return _unique(points + (product or [{}]))
-
-
-def _product_without(s, fixed: set[str]) -> list[dict[str, Any]]:
-    keys = [k for k in s.space if k not in fixed]
-    values = [list(s.space[k].choice) if s.space[k].choice is not None else _corners(s.space[k]) for k in keys]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
-
-
-def _unique(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen, out = set(), []
-    for p in points:
-        key = json.dumps(p, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-    return out
-
-
-def _corners(p) -> list[Any]:
-    lo_hi = p.range or p.log_range or p.int_range
-    return list(lo_hi)
 
 
 def _draw(p, rng: random.Random) -> Any:
@@ -181,28 +173,28 @@ def _draw(p, rng: random.Random) -> Any:
     return rng.uniform(*p.range)
 
 
-def _qa_flops(spec: StudySpec, shape: compute.EncoderShape, train_q: int, mean_tokens: float,
+def _qa_flops(spec: StudySpec, shape: compute.EncoderShape, train: list[tuple[int, DataSize]],
               evals: list[DataSize], embeddings_trainable: bool = True) -> tuple[float, float, int]:
+    """(training FLOPs, evaluation FLOPs, steps) of a QA stage on `train` ((questions, their size) per source)."""
     t = spec.train
-    seq = min(t.max_seq_length, max(16, round(mean_tokens)))
-    stride_step = t.max_seq_length - t.doc_stride
-    windows = 1 + max(0, math.ceil((mean_tokens - t.max_seq_length) / stride_step))
-    examples = train_q * windows
-    steps_per_epoch = math.ceil(examples / t.batch_size)
-    steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch / t.grad_accum)
+    windows = sum(n * size.windows for n, size in train)
+    seq = sum(n * size.windows * size.window_tokens for n, size in train) / max(1.0, windows)
+    schedule = derived.qa_schedule(round(windows), t)
+    steps = schedule.total_steps
     plan = compute.Plan(embeddings=embeddings_trainable, layers=(True,) * shape.layers, head=True, head_kind="qa")
-    train = steps * t.grad_accum * compute.train_step_flops(shape, t.batch_size, seq, plan)
-    n_evals = math.ceil(steps / (t.eval_every or max(1, steps_per_epoch // t.grad_accum))) + 1
-    per_eval = sum(compute.forward_flops(shape, e.questions * windows, min(t.max_seq_length, round(e.mean_tokens)), plan)
+    flops = steps * t.grad_accum * compute.train_step_flops(shape, t.batch_size, max(1, round(seq)), plan)
+    n_evals = derived.n_evaluations(steps, schedule.eval_every)
+    per_eval = sum(compute.forward_flops(shape, round(e.questions * e.windows), round(e.window_tokens), plan)
                    for e in evals)
-    return train, per_eval * n_evals, steps
+    return flops, per_eval * n_evals, steps
 
 
 def _mlm_flops(shape: compute.EncoderShape, layers: tuple[bool, ...], step, *, embeddings: bool, head: bool,
-               extra=()) -> float:
+               probability: float, line_tokens: float, extra=()) -> float:
     plan = compute.Plan(embeddings=embeddings, layers=layers, head=head, head_kind="mlm", head_tied=True,
                         extra_heads=extra)
-    masked = round(0.15 * step.batch_size * step.max_seq_length)
+    share = derived.masked_share(step.max_seq_length, line_tokens)
+    masked = round(probability * share * step.batch_size * step.max_seq_length)
     return step.steps * compute.train_step_flops(shape, step.batch_size, step.max_seq_length, plan, mlm_positions=masked)
 
 
@@ -211,51 +203,57 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     shape = compute.EncoderShape.from_config(cfg)
     d = spec.data
     evals = [data_size(e, spec) for e in d.eval]
-    train_q, tokens = 0, 0.0
+    train: list[tuple[int, DataSize]] = []
     if d.target is not None:
         size = data_size(d.target, spec)
         n = d.target_count if d.target_count is not None else round((d.target_fraction or 1.0) * size.questions)
-        train_q += min(n, size.questions)
-        tokens += min(n, size.questions) * size.mean_tokens
+        train.append((min(n, size.questions), size))
     english = None
     if d.english is not None and (d.with_english or d.target is None):
         english = data_size(d.english, spec)
     # sequential +English (xlt.train.qa.english_model): an English stage cached once per study
     # (model, English set, training settings), then the target subset alone
-    if spec.task == "qa" and english is not None and d.english_mix == "sequential" and train_q > 0:
+    if spec.task == "qa" and english is not None and d.english_mix == "sequential" and train and train[0][0] > 0:
         fixed = spec.model_copy(update={"train": spec.train.model_copy(update={"mode": "fixed", "eval_every": 10**9})})
-        first, first_eval, _ = _qa_flops(fixed, shape, english.questions, english.mean_tokens, evals[:1])
-        train, evals_flops, steps = _qa_flops(spec, shape, train_q, tokens / train_q, evals)
+        first, first_eval, _ = _qa_flops(fixed, shape, [(english.questions, english)], evals[:1])
+        flops, evals_flops, steps = _qa_flops(spec, shape, train, evals)
         key = json.dumps([spec.model.model_dump(mode="json"), d.english.model_dump(mode="json"),  # type: ignore[union-attr]
                           fixed.train.model_dump(mode="json")], sort_keys=True)
-        return {"flops_train": first + train, "flops_eval": first_eval + evals_flops, "steps": steps,
-                "stages": {"english": first, "qa": train}, "shared": [("english", key, first)]}
+        return {"flops_train": first + flops, "flops_eval": first_eval + evals_flops, "steps": steps,
+                "stages": {"english": first, "qa": flops}, "shared": [("english", key, first)]}
     if english is not None:
-        train_q += english.questions
-        tokens += english.questions * english.mean_tokens
-    mean = tokens / max(1, train_q)
+        train.append((english.questions, english))
     if spec.task == "qa":
-        train, evals_flops, steps = _qa_flops(spec, shape, train_q, mean, evals)
-        return {"flops_train": train, "flops_eval": evals_flops, "steps": steps, "stages": {"qa": train}}
+        flops, evals_flops, steps = _qa_flops(spec, shape, train, evals)
+        return {"flops_train": flops, "flops_eval": evals_flops, "steps": steps, "stages": {"qa": flops}}
     a = spec.adapt
     assert a is not None
     n, k = shape.layers, a.depth
     if not 1 <= k < n:
         raise XltError(f"adapt.depth: must be between 1 and {n - 1} for a {n}-layer model, got {k}")
     small = compute.EncoderShape(**{**vars(shape), "layers": k}) if a.method == "base_small" else shape
+    p = a.mlm_probability
+    en = dict(probability=p, line_tokens=text_line_tokens(spec, a.source_text, "en"))
+    target = dict(probability=p, line_tokens=text_line_tokens(spec, a.target_patterns(a.target_lang), a.target_lang))
+    # BaseLarge's step 1 (as xlt.train.adapt.run_step1): the whole primary MLM-trained (a tiny model
+    # from scratch; a pretrained one without an MLM head, e.g. MiniLM, continued), or nothing for a
+    # checkpoint that is a masked LM already
+    if spec.model.tiny is not None or not has_mlm_head(spec, cfg):
+        base_large = _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True, **en)
+    else:
+        base_large = 0.0
     step1 = {
-        # BaseLarge's primary is trained unless the checkpoint is a masked LM already (xlt.train.adapt.run_step1)
-        "base_large": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True)
-        if spec.model.tiny or not _has_mlm_head(spec) else 0.0,
-        "mini_joint": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True, extra=((k, "mlm"),)),
+        "base_large": base_large,
+        "mini_joint": _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True, **en,
+                                 extra=((k, "mlm"),)),
         "mini_post": _mlm_flops(compute.EncoderShape(**{**vars(shape), "layers": k + 1}), (False,) * k + (True,),
-                                a.step1, embeddings=False, head=True),
-        "base_small": _mlm_flops(small, (True,) * k, a.step1, embeddings=True, head=True),
+                                a.step1, embeddings=False, head=True, **en),
+        "base_small": _mlm_flops(small, (True,) * k, a.step1, embeddings=True, head=True, **en),
     }
     run = {"base_large": n, "mini_joint": k, "mini_post": k + 1, "base_small": k}[a.method]
     vocab_shape = compute.EncoderShape(**{**vars(shape), "layers": run, "vocab": a.vocab_size})
-    step2 = _mlm_flops(vocab_shape, (False,) * run, a.step2, embeddings=True, head=False)
-    step3, evals_flops, _ = _qa_flops(spec, small, train_q, mean, evals, embeddings_trainable=False)
+    step2 = _mlm_flops(vocab_shape, (False,) * run, a.step2, embeddings=True, head=False, **target)
+    step3, evals_flops, _ = _qa_flops(spec, small, train, evals, embeddings_trainable=False)
     # what trials share through the artifact cache (xlt.train.adapt): step 1 per method and
     # depth, MiniPost's on top of BaseLarge's primary, and step 3 per primary
     primary = primary_method(a.method)
@@ -264,16 +262,6 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     s1 = sum(f for stage, _, f in shared if stage == "step1")
     return {"flops_train": s1 + step2 + step3, "flops_eval": evals_flops,
             "stages": {"step1": s1, "step2": step2, "step3": step3}, "shared": shared}
-
-
-def _has_mlm_head(spec: StudySpec) -> bool:
-    """Whether the checkpoint carries a pretrained MLM head. Offline: a local directory's config names
-    a *ForMaskedLM architecture; a hub model is assumed to (the hub MLMs xlt's tables list do)."""
-    cfg = model_config(spec)
-    archs = cfg.get("architectures") or []
-    if not archs:
-        return spec.model.name in KNOWN_MODELS
-    return any("MaskedLM" in a or "ForPreTraining" in a for a in archs)
 
 
 def _step1_key(spec: StudySpec, method: str) -> str:
@@ -289,7 +277,8 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
     study's: a step that trials share through the artifact cache is computed once."""
     kind = "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
     throughput = spec.throughput.get(kind, DEFAULT_THROUGHPUT[kind])
-    rows, once = [], {}
+    rows: list[dict[str, Any]] = []
+    once: dict[tuple[str, str], float] = {}
     for params in planned_trials(spec):
         cost = trial_cost(trial_spec(spec, params))
         shared = cost.pop("shared", [])

@@ -20,11 +20,11 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from xlt import layout
 from xlt.errors import XltError
 from xlt.study import rundir
 from xlt.study.driver import FINAL
 from xlt.study.space import Search
-from xlt.train.worker import trial_dir
 
 KEEP = ("event", "stage", "step", "f1", "exact_match", "flops_train", "device_seconds", "wall_seconds",
         "pipeline_seconds", "trial_seconds", "driver_node", "n_devices", "training_iteration")
@@ -111,7 +111,7 @@ class Progress(Callback):
     def compact(self, force: bool = False) -> None:
         if force or time.time() - self.last_compact >= self.compact_every:
             self.last_compact = time.time()
-            if (self.run_dir / "rows.jsonl").exists():
+            if (self.run_dir / layout.ROWS_LOG).exists():
                 rundir.compact(self.run_dir)
 
     def line(self, trial_id: str, what: str) -> None:
@@ -134,7 +134,7 @@ class Progress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         t = self._trial(trial)
         t["last"] = {k: result[k] for k in KEEP if k in result}
-        t["last"].update({k: v for k, v in result.items() if k.startswith(("f1/", "exact_match/"))})
+        t["last"].update({k: v for k, v in result.items() if layout.is_set_metric(k)})
         self.write()
         self.compact()
         if "event" in result and "trial_seconds" not in result:  # not the driver's closing repeat
@@ -153,7 +153,7 @@ class Progress(Callback):
         t.update(state=state, ended=now)
         if t.get("started"):
             t["seconds"] = t.get("seconds_before", 0.0) + now - t["started"]
-        ranks = sorted(trial_dir(self.run_dir, trial.trial_id).glob("rank-*.json"))
+        ranks = sorted(layout.trial_dir(self.run_dir, trial.trial_id).glob(layout.RANK_GLOB))
         t["workers"] = [json.loads(p.read_text()) for p in ranks]
         if state == "failed":
             t["error"] = _error_line(trial)
@@ -185,7 +185,7 @@ class Progress(Callback):
             if tr.status == "ERROR":
                 t["state"] = "failed"
             elif tr.status == "TERMINATED" and t.get("state") != "done" \
-                    and (trial_dir(self.run_dir, tr.trial_id) / FINAL).exists():
+                    and (layout.trial_dir(self.run_dir, tr.trial_id) / FINAL).exists():
                 t["state"] = "done"
         self.write()
 
@@ -223,4 +223,5 @@ def _error_line(trial) -> str:
 
 
 def _family(cls: type) -> list[type]:
-    return [cls] + [d for c in cls.__subclasses__() for d in _family(c)]
+    subclasses: list[type] = cls.__subclasses__()
+    return [cls] + [d for c in subclasses for d in _family(c)]

@@ -1,15 +1,4 @@
-"""The run directory of a study: everything a run leaves, readable without Ray.
-
-    spec.json        the resolved study spec (what --resume checks against)
-    run.json         run id, spec hash, when it was created
-    status.json      state (running | done | failed | interrupted), counts, per-trial state and timing
-    rows.jsonl       result rows as the trials report them (rank 0 of each trial appends)
-    results.parquet  the rows compacted (deduplicated), rewritten atomically while the study runs
-    optuna.db        the Optuna study (tpe, nsga2)
-    trials/<id>/     per trial: rank markers, final.json, the model
-    artifacts/       shared between trials (e.g. the adaptation cache)
-    ray/             Tune's experiment state (ray/tune) and the Train runs (ray/train-<trial id>)
-    DONE             written when the study has finished
+"""The run directory of a study: everything a run leaves, readable without Ray (its layout: xlt.layout).
 
 On a cluster the directory must be on storage every node sees.
 """
@@ -25,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xlt import results
+from xlt import layout, results
 from xlt.errors import XltError
 from xlt.spec import StudySpec
 
-SPEC, RUN, STATUS, DONE = "spec.json", "run.json", "status.json", "DONE"
+SPEC, RUN, STATUS, DONE = layout.SPEC, layout.RUN, layout.STATUS, layout.DONE
 # `xlt run` refuses to start with less free space than this on the run directory's filesystem
 # (rows are small; checkpoints, saved models and artifacts are not: a BERT-base checkpoint with
 # its AdamW state is ~1.3 GB). XLT_MIN_FREE_MB overrides it.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlt import layout
 from xlt.errors import XltError
 from xlt.spec import StudySpec
 from xlt.study import rundir
@@ -244,7 +245,7 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
         state = "interrupted"
         raise
     finally:
-        if (opts.out / "rows.jsonl").exists():
+        if (opts.out / layout.ROWS_LOG).exists():
             rundir.compact(opts.out)
         progress.write(state)
     if state != "interrupted":

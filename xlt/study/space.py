@@ -8,18 +8,18 @@ scheduler, and the names of the metrics the objectives read.
     random Tune's BasicVariantGenerator sampling `num_samples` points
 
 Trial parameters keep the spec's dotted keys (`train.lr`), so a trial is `trial_spec(spec, params)`.
-Metric names (what the trial reports, see xlt.train.worker.event_metrics): `f1` and
+Metric names (what the trial reports, see xlt.study.worker.event_metrics): `f1` and
 `exact_match` of the primary eval set, `f1/<set>` and `exact_match/<set>` of every set,
 `flops_train`, `device_seconds`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlt import derived, layout
 from xlt.errors import XltError
 from xlt.spec import Objective, Param, StudySpec
 
@@ -55,7 +55,7 @@ def primary_set(spec: StudySpec) -> str:
 
 def metric_name(obj: Objective, spec: StudySpec) -> str:
     if obj.metric in ("f1", "exact_match") and obj.eval_set and obj.eval_set != primary_set(spec):
-        return f"{obj.metric}/{obj.eval_set}"
+        return layout.set_metric(obj.metric, obj.eval_set)
     return obj.metric
 
 
@@ -111,7 +111,7 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
     check(spec)
     s = spec.search
     metrics = [metric_name(o, spec) for o in s.objectives]
-    modes = [o.mode for o in s.objectives]
+    modes: list[str] = [o.mode for o in s.objectives]
     points = [dict(p) for p in s.points]
     seed = s.seeds[0]
     scheduler = None
@@ -129,13 +129,13 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
         sampler = (optuna.samplers.TPESampler(seed=seed) if s.algorithm == "tpe"
                    else optuna.samplers.NSGAIISampler(seed=seed))
         multi = s.algorithm == "nsga2"
-        alg = OptunaSearch(
+        optuna_search = OptunaSearch(
             space={k: optuna_distribution(p) for k, p in s.space.items()},
             metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
             points_to_evaluate=points or None, sampler=sampler, study_name=spec.name,
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
         )
-        return Search({}, alg, scheduler, s.num_samples, s.num_samples, metrics, modes, primary_set(spec), points)
+        return Search({}, optuna_search, scheduler, s.num_samples, s.num_samples, metrics, modes, primary_set(spec), points)
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -143,9 +143,8 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
         space: dict[str, Any] = {k: tune.grid_search(list(p.choice)) for k, p in s.space.items()}  # type: ignore[arg-type]
         if "train.seed" not in space:
             space["train.seed"] = tune.grid_search(list(s.seeds))
-        sizes = {k: len(v["grid_search"]) for k, v in space.items()}
         # each point replaces one sample, and grid keys a point leaves open expand under it
-        total = math.prod(sizes.values()) + sum(math.prod(n for k, n in sizes.items() if k not in pt) for pt in points)
+        total = len(derived.grid_trials(s))
         num_samples = 1 + len(points)
     else:  # random, or an Optuna study with nothing to search (repeats)
         space = {k: tune_domain(p) for k, p in s.space.items()}

@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xlt import layout
 from xlt.errors import XltError
 from xlt.study import rundir
 
 
 def _value(rows: list[dict[str, Any]], metric: str, primary: str | None) -> float | None:
     if metric in ("flops_train", "device_seconds"):
-        vals = [r.get(metric) for r in rows if r.get(metric) is not None]
+        vals = [r[metric] for r in rows if r.get(metric) is not None]
         return max(vals) if vals else None
-    name, _, eval_set = metric.partition("/")
+    name, eval_set = layout.parse_metric(metric)
     eval_set = eval_set or primary
     for r in rows:
         if r.get("eval_set") == eval_set and r.get(name) is not None:

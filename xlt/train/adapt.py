@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import glob
 import itertools
-import math
 import random
 import sys
 import time
@@ -36,12 +35,13 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from xlt import compute
+from xlt import compute, derived, layout
+from xlt.data import features as F
 from xlt.data import mlm
-from xlt.data.squad import Example
 from xlt.errors import XltError
-from xlt.models.load import load_config, resolve_name, tiny_config
+from xlt.models.load import config_from_dict, load_config, resolve_name
 from xlt.models.minimodel import (
+    Encoder,
     MaskedLM,
     MLMHead,
     freeze,
@@ -55,37 +55,20 @@ from xlt.models.minimodel import (
 )
 from xlt.spec import AdaptStep, StudySpec, primary_method, step1_identity, step3_identity
 from xlt.tokenization import load_tokenizer
-from xlt.train.artifacts import ArtifactCache, content_key, file_fingerprint, trained_tokenizer
-from xlt.train.loop import (
-    LoopConfig,
-    LoopState,
-    Meter,
-    Session,
-    batch_compute,
-    run_stage,
-    shard,
-)
-from xlt.train.qa import (
-    EvalSet,
-    Report,
-    TrialInfo,
-    artifact_cache,
-    device_kind,
-    finetune_qa,
-    pick_device,
-    predict,
-    prepare_data,
-    trial_columns,
-)
-from xlt.train.qa import save_model as save_qa_model
-from xlt.train.qa import score as qa_score
+from xlt.train import trial
+from xlt.train.artifacts import ArtifactCache, Cached, content_key, file_fingerprint, trained_tokenizer
+from xlt.train.evaluation import Events, Scorer, eval_sets, summary
+from xlt.train.loop import LoopConfig, LoopState, Meter, Session, batch_compute, resumes, run_stage, shard
+from xlt.train.qa import finetune_qa
+from xlt.train.qa_data import QAData, prepare_data
+from xlt.train.trial import Report, TrialInfo
 
 
 @dataclass
 class Step1:
     """What step 1 leaves: the primary body, the heads, and MiniPost's extra layer."""
 
-    body: nn.Module  # the primary encoder (base_small: the k-layer model)
+    body: Encoder  # the primary encoder (base_small: the k-layer model)
     heads: nn.ModuleDict  # "top" (after the last layer), "k" (MiniJoint), "post" (MiniPost)
     post_layer: nn.Module | None
 
@@ -149,8 +132,8 @@ def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, 
         flops, real, padded = batch_compute(shape, plan, batch["attention_mask"], train=True, mlm_positions=max(1, masked))
         meter.add_train(stage, flops, real, padded, len(batch["input_ids"]))
 
-    cfg = LoopConfig(total_steps=math.ceil(step.steps / world), lr=step.lr, warmup=0.05, weight_decay=0.0,
-                     eval_every=math.ceil(eval_every / world) if eval_every else None)
+    cfg = LoopConfig(total_steps=derived.mlm_steps(step.steps, world), lr=step.lr, warmup=0.05, weight_decay=0.0,
+                     eval_every=derived.mlm_steps(eval_every, world) if eval_every else None)
     def resumed(saved, state):
         # replay the seeded stream to where the checkpoint stood: making masked batches is cheap
         return shard(itertools.islice(stream, state.micro * world, None) if saved else stream, session, on_batch)
@@ -171,15 +154,13 @@ def _mlm_plan(n_layers: int, trainable_layers: tuple[bool, ...], *, embeddings: 
 # ---------------------------------------------------------------- step 1
 
 
-def source_body(spec: StudySpec, tokenizer) -> tuple[nn.Module, MLMHead | None]:
+def source_body(spec: StudySpec, tokenizer) -> tuple[Encoder, MLMHead | None]:
     """The primary encoder before step 1, and its own pretrained MLM head if it has one."""
     from transformers import AutoModel
 
     m = spec.model
     if m.tiny is not None:
-        t = m.tiny
-        cfg = tiny_config(vocab_size=len(tokenizer), layers=t.layers, hidden=t.hidden, heads=t.heads,
-                          intermediate=t.intermediate, max_positions=t.max_positions, dropout=spec.train.dropout)
+        cfg = config_from_dict(derived.tiny_config(m.tiny, vocab_size=len(tokenizer), dropout=spec.train.dropout))
         return without_pooler(AutoModel.from_config(cfg)), None
     from safetensors.torch import load_file
 
@@ -202,7 +183,7 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
     n, k, scratch = len(layer_list(body)), a.depth, spec.model.tiny is not None
     if not 1 <= k < n:
         raise XltError(f"adapt.depth: must be between 1 and {n - 1} for a {n}-layer model, got {k}")
-    common = dict(meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1",
+    common: dict[str, Any] = dict(meter=meter, device=device, seed=seed, mlm_probability=a.mlm_probability, stage="step1",
                   session=session)
     heads = nn.ModuleDict({"top": head or new_head(body.config)}).to(device)
     post_layer = None
@@ -276,7 +257,7 @@ def step2_model(s1: Step1, method: str, k: int) -> MaskedLM:
 # ---------------------------------------------------------------- step 3
 
 
-def qa_from_body(body: nn.Module):
+def qa_from_body(body: Encoder) -> Any:
     """A QA model whose encoder holds the body's weights (a copy: step 3 must not touch step 1)."""
     from transformers import AutoModelForQuestionAnswering
 
@@ -313,197 +294,206 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     """One adaptation trial; returns the final target scores per eval set. Under a launcher
     (`session`), every step is data-parallel over the ranks, steps 3 and 2 checkpoint at each
     evaluation, and tokenizers are made once per trial (their training is not deterministic)."""
-    a, t = spec.adapt, spec.train
+    a = spec.adapt
     assert a is not None
     session = session or Session()
-    device = device or pick_device()
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
-    meter = Meter(device_kind=device_kind(device), n_devices=session.world_size)
-    cache = artifact_cache(spec) or ArtifactCache(Path(out_dir or ".") / "artifacts")
+    device, meter = trial.start(spec, device, session)
+    cache = trial.artifact_cache(spec) or ArtifactCache(Path(out_dir or ".") / layout.ARTIFACTS_DIR)
     t0 = time.perf_counter()
-
     data = prepare_data(spec)
-    english_evals = {n: v for n, v in data.evals.items() if v[0].lang == "en"}
-    target_evals = {n: v for n, v in data.evals.items() if v[0].lang == a.target_lang}
-    if not target_evals:
-        raise XltError(f"data.eval: no evaluation set in the target language '{a.target_lang}'")
-    source_lines = _lines(spec, a.source_text, "en", t.seed)
-    target_lines = _lines(spec, a.target_patterns(a.target_lang), a.target_lang, t.seed + 1, a.target_text_fraction)
+    text = AdaptText.read(spec)
+    base = trial.trial_columns(spec, info, method=a.method, target_count=data.target_count)
 
-    text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
-    key1 = step1_key(spec, a.method, text_id)
-    key3 = content_key(kind="step3", step1=step1_key(spec, primary_method(a.method), text_id), **step3_identity(spec))
-    # every rank must take the same branch (a cache miss trains, data-parallel): rank 0 decides
-    hit1, hit3 = session.agree((cache.get("step1", key1) is not None, cache.get("step3", key3) is not None))
-
-    # source tokenizer: the model's own; a tiny model's is trained on English text and QA data (once
-    # per cache: every rank, restart and trial gets the same), and kept with step 1, whose embeddings index it
-    if spec.model.name:
-        source_tok = load_tokenizer(spec.model.tokenizer or spec.model.name, spec.model.trust_remote_code)
-    elif hit1:
-        source_tok = load_tokenizer(str(cache.path("step1", key1) / "tokenizer"))
-    else:
-        texts = source_lines + list(dict.fromkeys(e.context for e in data.train)) + [e.question for e in data.train]
-        source_tok = trained_tokenizer(cache, texts, spec.model.tiny.vocab_size)  # type: ignore[union-attr]
-
-    # ---- step 1 (cached)
-    s1 = _cached_step1(spec, cache, key1, hit1, source_tok, source_lines, meter, device, session, text_id)
-
-    # ---- step 3 (cached): English QA, token embeddings frozen
-    base = trial_columns(spec, info, method=a.method, target_count=data.target_count)
-    qa = _cached_step3(spec, cache, key3, hit3, s1, source_tok, data.train, english_evals, report, base, meter,
-                       device, session)
-
-    # ---- step 2 with step-4 evaluations
+    step1 = Cached(cache, "step1", step1_key(spec, a.method, text.id), session.agree)
+    source_tok = source_tokenizer(spec, cache, step1, text, data)
+    s1 = cached_step1(spec, step1, cache, source_tok, text, meter, device, session)
+    qa = cached_step3(spec, cache, s1, source_tok, data, text, report, base, meter, device, session)
     # one target vocabulary per target text: trials comparing methods or depths share it
-    target_tok = trained_tokenizer(cache, target_lines, a.vocab_size, kind=a.tokenizer_kind)
-    std = getattr(s1.body.config, "initializer_range", 0.02)
-    weight = init_embeddings(source_tok, target_tok, token_embedding(s1.body).weight, a.embedding_init, std, t.seed)
-    emb = set_token_embedding(s1.body, weight.to(device))  # shared by every mini-body built on s1.body
-    for h in s1.heads.values():
-        h.bias = nn.Parameter(torch.zeros(len(target_tok), device=device))
-    model = step2_model(s1, a.method, a.depth)
-    freeze(model)
-    freeze(emb, True)
-    for h in model.heads.values():
-        h.bias.requires_grad_(True)  # vocabulary-sized, so it is new with the vocabulary
-    run_layers = len(layer_list(model.body))
-    plan2 = _mlm_plan(run_layers, (False,) * run_layers, embeddings=True, head=False)
+    target_tok = trained_tokenizer(cache, text.target, a.vocab_size, kind=a.tokenizer_kind)
+    model = step2_trainable(spec, s1, source_tok, target_tok, device)
+    scorer = step4_scorer(spec, qa, model, target_tok, data, meter, device)
+    events = Events("step2", base, meter, report)
+    run_step2(spec, model, target_tok, text.target, events, scorer, meter, device, session)
 
-    qa.base_model.set_input_embeddings(emb)  # step 4: the QA model reads the embeddings step 2 trains
-    qa.config.vocab_size = len(target_tok)
-    qa.eval()
-    window = dict(max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, max_query_length=t.max_query_length)
-    from xlt.data import features as F
-
-    target_sets = [EvalSet(n, src.lang, src.metric_mode or spec.metric_mode, ex,
-                           F.build_features(target_tok, ex, train=False, **window))
-                   for n, (src, ex) in target_evals.items()]
-    qa_shape = compute.EncoderShape.from_config(qa.config.to_dict())
-    qa_plan = compute.Plan(embeddings=False, layers=(False,) * qa_shape.layers, head=False, head_kind="qa")
-    events: list[list[dict[str, Any]]] = []
-
-    def evaluate(state) -> float:
-        rows = []
-        for ev in target_sets:
-            preds = predict(qa, ev, batch_size=t.eval_batch_size, max_answer_length=t.max_answer_length,
-                            pad_id=target_tok.pad_token_id, device=device, meter=meter, shape=qa_shape, plan=qa_plan,
-                            answer_rule=t.answer_rule, cls_token_id=target_tok.cls_token_id)
-            s = qa_score(ev, preds)
-            rows.append({**base, **meter.snapshot("step2"), "stage": "step2", "event": len(events), "step": state.step,
-                         "epoch": None, "eval_set": ev.name, "eval_lang": ev.lang, "metric_mode": s["mode"],
-                         "exact_match": s["exact_match"], "f1": s["f1"], "n_examples": s["n"],
-                         "train_loss": state.last_loss, "is_best": False, "is_final": False, "time": time.time()})
-        events.append(rows)
-        report(rows)
-        return rows[0]["f1"]
-
-    resumed = session.resume is not None and session.resume.get("stage") == "step2"
-    if resumed:
-        events[:] = session.resume["events"]  # type: ignore[index]
-    else:
-        evaluate(LoopState())  # step 0: the un-adapted baseline (target tokenizer, initial embeddings)
-    train_mlm(model, target_tok, target_lines, a.step2, plan=plan2, stage="step2", meter=meter, device=device,
-              seed=t.seed + 2, mlm_probability=a.mlm_probability, evaluate=evaluate, eval_every=a.eval_every,
-              session=session, checkpoint_extra=lambda: {"events": events})
-    final = [{**r, **meter.snapshot("step2"), "stage": "final", "event": len(events), "is_best": True, "is_final": True,
-              "time": time.time()} for r in events[-1]]
+    final = events.final(-1)
     report(final)
     print(f"xlt: adapt {a.method} k={a.depth}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    if out_dir is not None and t.checkpoint:
-        save_qa_model(qa, target_tok, Path(out_dir) / "model", t)
-    return {r["eval_set"]: {"f1": r["f1"], "exact_match": r["exact_match"], "step": r["step"]} for r in final}
+    trial.save_model(spec, qa, target_tok, out_dir, session)
+    return summary(final)
+
+
+@dataclass
+class AdaptText:
+    """The English text of step 1, the target text of step 2, and the source text's identity."""
+
+    source: list[str]
+    target: list[str]
+    id: Any  # what the step-1 cache key knows of the source text: its files' fingerprint
+
+    @classmethod
+    def read(cls, spec: StudySpec) -> AdaptText:
+        a, seed = spec.adapt, spec.train.seed
+        assert a is not None
+        text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
+        return cls(_lines(spec, a.source_text, "en", seed),
+                   _lines(spec, a.target_patterns(a.target_lang), a.target_lang, seed + 1, a.target_text_fraction), text_id)
+
+
+def source_tokenizer(spec: StudySpec, cache: ArtifactCache, step1: Cached, text: AdaptText, data: QAData):
+    """The model's own tokenizer; a tiny model's is trained on English text and QA data (once per
+    cache: every rank, restart and trial gets the same), and kept with step 1, whose embeddings index it."""
+    m = spec.model
+    if m.name:
+        return load_tokenizer(m.tokenizer or m.name, m.trust_remote_code)
+    if step1.hit:
+        return load_tokenizer(str(step1.path / "tokenizer"))
+    assert m.tiny is not None
+    texts = text.source + list(dict.fromkeys(e.context for e in data.train)) + [e.question for e in data.train]
+    return trained_tokenizer(cache, texts, m.tiny.vocab_size)
 
 
 def step1_key(spec: StudySpec, method: str, text_id) -> str:
     return content_key(kind="step1", layout=3, text=text_id, **step1_identity(spec, method))
 
 
-def _cached_step1(spec, cache: ArtifactCache, key: str, hit: bool, tokenizer, lines, meter: Meter, device,
-                  session: Session, text_id) -> Step1:
+def cached_step1(spec: StudySpec, entry: Cached, cache: ArtifactCache, tokenizer, text: AdaptText, meter: Meter,
+                 device: torch.device, session: Session) -> Step1:
+    """Step 1 from the cache, or trained and cached. MiniPost's starts from BaseLarge's primary,
+    itself from the cache when a trial made it."""
     a = spec.adapt
-    if not hit:
+    assert a is not None
+
+    def build() -> tuple[Step1, dict[str, Any]]:
         before = meter.flops_by_stage.get("step1", 0.0)
-        if a.method != primary_method(a.method):  # MiniPost: BaseLarge's primary, cached when a trial made it
+        if a.method != primary_method(a.method):
             bl = spec.model_copy(update={"adapt": a.model_copy(update={"method": primary_method(a.method)})})
-            key_bl = step1_key(bl, bl.adapt.method, text_id)
-            hit_bl = session.agree(cache.get("step1", key_bl) is not None)
-            primary = _cached_step1(bl, cache, key_bl, hit_bl, tokenizer, lines, meter, device, session, text_id)
-            s1 = train_post_layer(spec, primary, tokenizer, lines, meter, device, session)
+            primary_entry = Cached(cache, "step1", step1_key(bl, primary_method(a.method), text.id), session.agree)
+            primary = cached_step1(bl, primary_entry, cache, tokenizer, text, meter, device, session)
+            s1 = train_post_layer(spec, primary, tokenizer, text.source, meter, device, session)
         else:
-            s1 = run_step1(spec, tokenizer, lines, meter, device, session)
-        if session.rank == 0:
-            def write(tmp: Path) -> dict[str, Any]:
-                save_model(s1.bundle(), str(tmp / "model.safetensors"))
-                s1.body.config.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp / "tokenizer")
-                return {"flops": meter.flops_by_stage.get("step1", 0.0) - before, "heads": list(s1.heads)}
+            s1 = run_step1(spec, tokenizer, text.source, meter, device, session)
+        return s1, {"flops": meter.flops_by_stage.get("step1", 0.0) - before, "heads": list(s1.heads)}
 
-            cache.put("step1", key, write)
+    def write(s1: Step1, tmp: Path) -> None:
+        save_model(s1.bundle(), str(tmp / "model.safetensors"))
+        s1.body.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+
+    def load(path: Path, meta: dict[str, Any]) -> Step1:
+        from transformers import AutoConfig, AutoModel
+
+        body = without_pooler(AutoModel.from_config(AutoConfig.from_pretrained(path)))
+        heads = nn.ModuleDict({name: new_head(body.config) for name in meta["heads"]})
+        post = copy.deepcopy(layer_list(body)[a.depth]) if "post" in meta["heads"] else None
+        s1 = Step1(body, heads, post)
+        load_model(s1.bundle(), str(path / "model.safetensors"))
+        s1.bundle().to(device)
+        meter.attribute("step1", meta["flops"])
         return s1
-    found = cache.get("step1", key)
-    if found is None:  # rank 0 saw it: this node does not share the cache directory
-        raise XltError(f"cache_dir: {cache.root} is not shared by every node of the trial")
-    path, meta = found
-    from transformers import AutoConfig, AutoModel
 
-    body = without_pooler(AutoModel.from_config(AutoConfig.from_pretrained(path)))
-    heads = nn.ModuleDict({name: new_head(body.config) for name in meta["heads"]})
-    post = copy.deepcopy(layer_list(body)[a.depth]) if "post" in meta["heads"] else None
-    s1 = Step1(body, heads, post)
-    load_model(s1.bundle(), str(path / "model.safetensors"))
-    s1.bundle().to(device)
-    _attribute(meter, "step1", meta["flops"])
-    return s1
+    return entry.get_or_build(build, write, load, writer=session.rank == 0)
 
 
-def _cached_step3(spec, cache: ArtifactCache, key: str, hit: bool, s1: Step1, tokenizer, train: list[Example], evals,
-                  report, base, meter: Meter, device, session: Session):
+def cached_step3(spec: StudySpec, cache: ArtifactCache, s1: Step1, tokenizer, data: QAData, text: AdaptText,
+                 report: Report, base: dict[str, Any], meter: Meter, device: torch.device, session: Session):
+    """English QA fine-tuning of the primary, token embeddings frozen; from the cache, or trained
+    and cached. Validated on the first English eval set (the spec makes sure there is one)."""
     from transformers import AutoModelForQuestionAnswering
 
-    if hit:
-        found = cache.get("step3", key)
-        if found is None:
-            raise XltError(f"cache_dir: {cache.root} is not shared by every node of the trial")
-        path, meta = found
-        start = meter.snapshot("step3")
-        _attribute(meter, "step3", meta["flops"])
+    a = spec.adapt
+    assert a is not None
+    key = content_key(kind="step3", step1=step1_key(spec, primary_method(a.method), text.id), **step3_identity(spec))
+    english = {n: v for n, v in data.evals.items() if v[0].lang == "en"}
+
+    def build():
+        qa = qa_from_body(s1.body).to(device)
+        freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
+        before, start = meter.flops_by_stage.get("step3", 0.0), meter.running()
+        events: list[list[dict[str, Any]]] = []
+        finetune_qa(qa, tokenizer, spec, data.train, english, report, base, meter, device=device, stage="step3",
+                    validation=next(iter(english)), emit_final=False, session=session, events=events)
+        return qa, {"flops": meter.flops_by_stage.get("step3", 0.0) - before, "events": events, "start": start}
+
+    def load(path: Path, meta: dict[str, Any]):
+        start = meter.running()
+        meter.attribute("step3", meta["flops"])
         # the English curve this step 3 drew, as this trial's rows: an objective or a dashboard
         # reading step 3 must not depend on which trial happened to train it (a resumed trial
         # reported its step-3 rows before it stopped). Running totals go on from this trial's
         # own (its step 1 may differ: MiniPost shares BaseLarge's step 3); times are its own.
-        now = meter.snapshot("step3")
+        now = meter.clocks()
         for rows in meta.get("events", []) if session.resume is None and "start" in meta else []:
-            report([{**r, **base, **{k: start[k] + r[k] - meta["start"][k] for k in _RUNNING},
-                     **{k: now[k] for k in _CLOCKS}, "time": time.time()} for r in rows])
+            report([{**r, **base, **{k: start[k] + r[k] - meta["start"][k] for k in start}, **now, "time": time.time()}
+                    for r in rows])
         return AutoModelForQuestionAnswering.from_pretrained(path, attn_implementation="sdpa").to(device)
-    qa = qa_from_body(s1.body).to(device)
-    freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
-    before = meter.flops_by_stage.get("step3", 0.0)
-    start = meter.snapshot("step3")
-    events: list[list[dict[str, Any]]] = []
-    finetune_qa(qa, tokenizer, spec, train, evals, report, base, meter, device=device, stage="step3",
-                validation=next(iter(evals)), emit_final=False, session=session, events=events)
-    if session.rank == 0:
-        def write(tmp: Path) -> dict[str, Any]:
-            qa.save_pretrained(tmp, safe_serialization=True)
-            return {"flops": meter.flops_by_stage.get("step3", 0.0) - before, "events": events,
-                    "start": {k: start[k] for k in _RUNNING}}
 
-        cache.put("step3", key, write)
-    if session.barrier is not None:
-        session.barrier()  # a rank restarted into step 2 must find the cached step 3
-    return qa
+    entry = Cached(cache, "step3", key, session.agree)
+    return entry.get_or_build(build, lambda qa, tmp: qa.save_pretrained(tmp, safe_serialization=True), load,
+                              writer=session.rank == 0, barrier=session.barrier)  # a rank restarted into step 2 must find it
 
 
-# a row's running totals (what the trial has computed and seen so far) and its clocks
-_RUNNING = ("tokens_real", "tokens_padded", "examples_seen", "flops_train", "flops_eval")
-_CLOCKS = ("wall_seconds", "pipeline_seconds", "device_seconds")
+def step2_trainable(spec: StudySpec, s1: Step1, source_tok, target_tok, device: torch.device) -> MaskedLM:
+    """The step-2 model of the trial, with its target-language embeddings initialised."""
+    a, t = spec.adapt, spec.train
+    assert a is not None
+    std = getattr(s1.body.config, "initializer_range", 0.02)
+    weight = init_embeddings(source_tok, target_tok, token_embedding(s1.body).weight, a.embedding_init, std, t.seed)
+    return with_new_embeddings(s1, weight.to(device), a.method, a.depth)
 
 
-def _attribute(meter: Meter, stage: str, flops: float) -> None:
-    """A cached artifact's compute still counts towards this trial's cost (it may have been paid by
-    another trial; the curve of a trial must not depend on the order trials ran in)."""
-    meter.add_train(stage, {"flops": flops, "flops_real": flops}, 0, 0, 0)
+def with_new_embeddings(s1: Step1, weight: torch.Tensor, method: str, k: int) -> MaskedLM:
+    """The model step 2 trains (step2_model) with `weight` as its token embeddings, everything
+    frozen but them and the heads' vocabulary-sized bias (new with the vocabulary). The embeddings
+    are set on the primary body, so every mini-body built on it shares them. The benchmark times
+    this same model."""
+    emb = set_token_embedding(s1.body, weight)
+    for h in s1.heads.values():
+        h.bias = nn.Parameter(torch.zeros(weight.shape[0], device=weight.device))
+    model = step2_model(s1, method, k)
+    freeze(model)
+    freeze(emb, True)
+    for h in model.heads.values():
+        h.bias.requires_grad_(True)
+    return model
+
+
+def step2_plan(model: MaskedLM) -> compute.Plan:
+    """What step 2 trains, for the FLOPs meter: the token embeddings under a frozen body and head."""
+    n = len(layer_list(model.body))
+    return _mlm_plan(n, (False,) * n, embeddings=True, head=False)
+
+
+def step4_scorer(spec: StudySpec, qa, step2: MaskedLM, target_tok, data: QAData, meter: Meter,
+                 device: torch.device) -> Scorer:
+    """Step 4: the QA model reading the embeddings step 2 trains, scored on the target eval sets."""
+    a, t = spec.adapt, spec.train
+    assert a is not None
+    qa.base_model.set_input_embeddings(step2.body.get_input_embeddings())
+    qa.config.vocab_size = len(target_tok)
+    qa.eval()
+    window = dict(max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, max_query_length=t.max_query_length)
+    target = {n: v for n, v in data.evals.items() if v[0].lang == a.target_lang}  # the spec makes sure of one
+    sets = eval_sets(spec, target, lambda ex: F.build_features(target_tok, ex, train=False, **window))
+    shape = compute.EncoderShape.from_config(qa.config.to_dict())
+    plan = compute.Plan(embeddings=False, layers=(False,) * shape.layers, head=False, head_kind="qa")
+    return Scorer(qa, sets, t, target_tok, device, meter, shape, plan)
+
+
+def run_step2(spec: StudySpec, model: MaskedLM, target_tok, lines: list[str], events: Events, scorer: Scorer,
+              meter: Meter, device: torch.device, session: Session) -> None:
+    """Step 2 by MLM on target text, with a step-4 evaluation at step 0 (the un-adapted baseline:
+    target tokenizer, initial embeddings), every `adapt.eval_every` steps and at the end."""
+    a, t = spec.adapt, spec.train
+    assert a is not None
+
+    def evaluate(state: LoopState) -> float:
+        return events.record(state, scorer(), epoch=None)[0]["f1"]
+
+    saved = resumes(session, "step2")
+    if saved is not None:
+        events.load_state_dict(saved)
+    else:
+        evaluate(LoopState())
+    train_mlm(model, target_tok, lines, a.step2, plan=step2_plan(model),
+              stage="step2", meter=meter, device=device, seed=t.seed + 2, mlm_probability=a.mlm_probability,
+              evaluate=evaluate, eval_every=a.eval_every, session=session, checkpoint_extra=events.state_dict)

@@ -106,6 +106,43 @@ class ArtifactCache:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+class Cached:
+    """One artifact of a cache, decided once: `hit` is rank 0's view of whether it exists, shared
+    with every rank (`agree`), since a miss trains, data-parallel, on every rank."""
+
+    def __init__(self, cache: ArtifactCache, kind: str, key: str, agree: Callable[[bool], bool] = lambda v: v):
+        self.cache, self.kind, self.key = cache, kind, key
+        self.hit = agree(cache.get(kind, key) is not None)
+
+    @property
+    def path(self) -> Path:
+        return self.cache.path(self.kind, self.key)
+
+    def get_or_build(self, build: Callable[[], tuple[Any, dict[str, Any]]], write: Callable[[Any, Path], None],
+                     load: Callable[[Path, dict[str, Any]], Any], *, writer: bool = True,
+                     barrier: Callable[[], None] | None = None) -> Any:
+        """`load(path, meta)` on a hit; on a miss `build()` gives (value, meta), and the `writer`
+        rank stores it (`write(value, tmp_dir)`, then meta.json); `barrier` then waits for every
+        rank (one restarted later must find the artifact)."""
+        if self.hit:
+            found = self.cache.get(self.kind, self.key)
+            if found is None:  # rank 0 saw it: this node does not share the cache directory
+                from xlt.errors import XltError
+
+                raise XltError(f"cache_dir: {self.cache.root} is not shared by every node of the trial")
+            return load(*found)
+        value, meta = build()
+        if writer:
+            def fill(tmp: Path) -> dict[str, Any]:
+                write(value, tmp)
+                return meta
+
+            self.cache.put(self.kind, self.key, fill)
+        if barrier is not None:
+            barrier()
+        return value
+
+
 def trained_tokenizer(cache: ArtifactCache | None, texts: list[str], vocab_size: int, kind: str = "wordpiece"):
     """`tokenization.train_tokenizer`, made once per cache for the same texts and settings.
 
@@ -120,8 +157,15 @@ def trained_tokenizer(cache: ArtifactCache | None, texts: list[str], vocab_size:
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\n")
     key = content_key(kind="tokenizer", texts=h.hexdigest(), n=len(texts), vocab_size=vocab_size, tokenizer=kind)
-    found = cache.get("tokenizer", key)
-    if found is None:
+
+    def build():
         tok = train_tokenizer(texts, vocab_size, kind=kind)
-        found = cache.put("tokenizer", key, lambda tmp: (tok.save_pretrained(tmp), {"vocab": len(tok)})[1])
-    return load_tokenizer(str(found[0]))
+        return tok, {"vocab": len(tok)}
+
+    entry = Cached(cache, "tokenizer", key)
+    entry.get_or_build(build, lambda tok, tmp: tok.save_pretrained(tmp), _loaded_later)
+    return load_tokenizer(str(entry.path))  # the copy that won the race into the cache
+
+
+def _loaded_later(path: Path, meta: dict[str, Any]) -> Any:
+    return None  # trained_tokenizer loads the cached copy itself, hit or miss

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,22 +48,31 @@ class Meter:
         self.tokens_padded += tokens_padded
         self.examples += examples
 
-    def snapshot(self, stage: str) -> dict[str, Any]:
+    def running(self) -> dict[str, Any]:
+        """What the trial has computed and seen so far (a row's running totals)."""
+        return {"tokens_real": self.tokens_real, "tokens_padded": self.tokens_padded, "examples_seen": self.examples,
+                "flops_train": self.flops_train, "flops_eval": self.flops_eval}
+
+    def clocks(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.started
+        return {"wall_seconds": wall, "pipeline_seconds": self.pipeline_seconds or wall,
+                "device_seconds": compute.device_seconds(wall, self.n_devices)}
+
+    def snapshot(self, stage: str) -> dict[str, Any]:
+        """A row's compute columns: the running totals, this stage's FLOPs, the clocks."""
         return {
-            "tokens_real": self.tokens_real,
-            "tokens_padded": self.tokens_padded,
-            "examples_seen": self.examples,
-            "flops_train": self.flops_train,
+            **self.running(),
             "flops_stage": self.flops_by_stage.get(stage, 0.0),
-            "flops_eval": self.flops_eval,
             "padding_share": 1 - self.flops_train_real / self.flops_train if self.flops_train else 0.0,
-            "wall_seconds": wall,
-            "pipeline_seconds": self.pipeline_seconds or wall,
-            "device_seconds": compute.device_seconds(wall, self.n_devices),
+            **self.clocks(),
             "device_kind": self.device_kind,
             "n_devices": self.n_devices,
         }
+
+    def attribute(self, stage: str, flops: float) -> None:
+        """A cached artifact's compute still counts towards this trial's cost (it may have been paid by
+        another trial; the curve of a trial must not depend on the order trials ran in)."""
+        self.add_train(stage, {"flops": flops, "flops_real": flops}, 0, 0, 0)
 
 
 def batch_compute(shape: compute.EncoderShape, plan: compute.Plan, mask: torch.Tensor, train: bool,
@@ -100,6 +109,30 @@ class LoopState:
 
 
 @dataclass
+class Hooks:
+    """What a caller runs inside the loop without changing it (levanter's `add_hook(fn, every=N)`):
+    functions of the loop state every N optimizer steps, and just before and after each evaluation
+    (the benchmark pauses its training clock there)."""
+
+    every: list[tuple[int, Callable[[LoopState], None]]] = field(default_factory=list)
+    eval_start: list[Callable[[LoopState], None]] = field(default_factory=list)
+    eval_end: list[Callable[[LoopState], None]] = field(default_factory=list)
+
+    def add_hook(self, fn: Callable[[LoopState], None], every: int = 1) -> None:
+        self.every.append((every, fn))
+
+    def step(self, state: LoopState) -> None:
+        for n, fn in self.every:
+            if state.step % n == 0:
+                fn(state)
+
+    @staticmethod
+    def run(fns: list[Callable[[LoopState], None]], state: LoopState) -> None:
+        for fn in fns:
+            fn(state)
+
+
+@dataclass
 class Session:
     """How a pipeline runs when a launcher hosts it (xlt.train.worker under Ray Train); the default
     is one process without checkpoints. Plain values and callables, so pipelines stay launcher-free.
@@ -116,9 +149,15 @@ class Session:
     trial_dir: str | None = None  # storage every rank and every restart of the trial sees
     barrier: Callable[[], None] | None = None  # waits for every rank
     broadcast: Callable[[Any], Any] | None = None  # rank 0's value, on every rank (decisions ranks must share)
+    hooks: Hooks = field(default_factory=lambda: Hooks())  # run by every stage's loop
 
     def agree(self, value: Any) -> Any:
         return self.broadcast(value) if self.broadcast is not None else value
+
+
+def resumes(session: Session, stage: str) -> dict[str, Any] | None:
+    """The checkpoint `session` restarts from, when it was taken inside `stage`."""
+    return session.resume if session.resume is not None and session.resume.get("stage") == stage else None
 
 
 def shared(session: Session | None, name: str, make: Callable[[], Any], save: Callable[[Any, Path], None],
@@ -167,7 +206,7 @@ def _as_tuples(x: Any) -> Any:
     return tuple(_as_tuples(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def shard(items: Iterator[Any], session: Session, skipped: Callable[[Any], None]) -> Iterator[Any]:
+def shard(items: Iterable[Any], session: Session, skipped: Callable[[Any], None]) -> Iterator[Any]:
     """This rank's share of a global order: every world_size-th item; `skipped` sees the other
     ranks' items (so the meter counts the whole job's training)."""
     items = iter(items)
@@ -214,30 +253,33 @@ def run_stage(model: torch.nn.Module, stream: Callable[[dict[str, Any] | None, L
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
     state = LoopState()
-    saved = session.resume if session.resume is not None and session.resume.get("stage") == stage else None
+    saved = resumes(session, stage)
     if saved is not None:
         state = restore(saved, model, optimizer, scheduler, meter)
     after_eval = None
     if session.on_event is not None and checkpoint:
         def after_eval(st: LoopState) -> None:
             extra = checkpoint_extra() if checkpoint_extra else {}
-            session.on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, **extra))
+            on_event = session.on_event
+            assert on_event is not None
+            on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, **extra))
     state = train_loop(session.wrap(model) if session.wrap else model, stream(saved, state), cfg, device=device,
                        loss_fn=loss_fn, on_batch=on_batch, evaluate=evaluate, state=state, optimizer=optimizer,
-                       scheduler=scheduler, after_eval=after_eval)
+                       scheduler=scheduler, after_eval=after_eval, hooks=session.hooks)
     return state, saved
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; no decay on biases and LayerNorm weights (as BERT)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused kernels exist for CUDA and CPU (torch >= 2.4; 2.6x faster than foreach in a CPU step,
     # weights equal to 2.4e-7); other devices get the multi-tensor foreach path
-    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    fast: dict[str, Any] = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, **fast)
 
 
@@ -265,6 +307,7 @@ def train_loop(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     after_eval: Callable[[LoopState], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> LoopState:
     """Run optimizer steps until `cfg.total_steps` (or early stop); `evaluate` runs every
     `eval_every` steps and at the end, returning the validation score (higher is better)
@@ -272,6 +315,7 @@ def train_loop(
     after each evaluation once the state is updated (a checkpoint taken there resumes exactly);
     a `state` that is `finished` (restored after the last evaluation) trains no further."""
     state = state or LoopState()
+    hooks = hooks or Hooks()
     optimizer = optimizer or make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = scheduler or linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -304,9 +348,11 @@ def train_loop(
         state.last_loss = float(loss_sum) / max(1, cfg.grad_accum * (cfg.eval_every or state.step or 1))
         diverged()
         loss_sum = torch.zeros((), device=device)
+        Hooks.run(hooks.eval_start, state)
         model.eval()
         score = evaluate(state)
         model.train()
+        Hooks.run(hooks.eval_end, state)
         stop = False
         if score is not None and cfg.patience is not None:
             if score > state.best_score:
@@ -343,6 +389,7 @@ def train_loop(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        hooks.step(state)
         if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.total_steps:
             if check(final=False):
                 break

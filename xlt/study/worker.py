@@ -1,12 +1,10 @@
-"""The Ray Train per-worker entry point: one rank of one trial.
+"""The Ray Train per-worker entry point: one rank of one trial (here, at the edge: xlt.train has no Ray).
 
 The trial driver (xlt.study.driver) starts `train_fn` on every worker of a TorchTrainer. Each
 rank runs the Ray-free pipeline (xlt.train.trial) with a `loop.Session` that carries its rank,
 the DDP wrapper and checkpoint hooks. Rank 0 appends the result rows to the run directory's log
 as they come; every rank calls `ray.train.report` once per evaluation event (it is a barrier),
 rank 0 with a checkpoint, so a restarted worker group resumes after the last evaluation.
-
-This is the one train module that imports Ray.
 """
 
 from __future__ import annotations
@@ -25,16 +23,13 @@ import ray.train.torch
 import torch
 import torch.distributed
 
-from xlt import results
+from xlt import layout, results
+from xlt.layout import STATE_FILE, trial_dir
 from xlt.spec import StudySpec
 from xlt.train.loop import Session
-from xlt.train.qa import TrialInfo
+from xlt.train.trial import TrialInfo, run_pipeline
 
-STATE_FILE = "state.pt"
-
-
-def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
-    return Path(run_dir) / "trials" / trial_id
+__all__ = ["event_metrics", "train_fn", "trial_dir"]
 
 
 def event_metrics(rows: list[dict[str, Any]], primary: str, last: dict[str, Any]) -> dict[str, Any]:
@@ -44,8 +39,8 @@ def event_metrics(rows: list[dict[str, Any]], primary: str, last: dict[str, Any]
     holds every objective."""
     m = dict(last)
     for r in rows:
-        m[f"f1/{r['eval_set']}"] = r["f1"]
-        m[f"exact_match/{r['eval_set']}"] = r["exact_match"]
+        for score in layout.SCORES:
+            m[layout.set_metric(score, r["eval_set"])] = r[score]
         if r["eval_set"] == primary:
             m["f1"], m["exact_match"] = r["f1"], r["exact_match"]
     r0 = rows[0]
@@ -135,7 +130,7 @@ def train_fn(cfg: dict[str, Any]) -> None:
     out = trial_dir(cfg["run_dir"], cfg["trial_id"])
     out.mkdir(parents=True, exist_ok=True)
     saved = _load_checkpoint()
-    marker = _Marker(out / f"rank-{rank}.json", rank=rank, world_size=world, pid=os.getpid(),
+    marker = _Marker(layout.rank_marker(out, rank), rank=rank, world_size=world, pid=os.getpid(),
                      node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
                      device=str(device), started=time.time(), trained_batches=0,
                      resumed_from_event=None if saved is None else len(saved.get("events", [])) - 1)
@@ -164,17 +159,7 @@ def train_fn(cfg: dict[str, Any]) -> None:
                       broadcast=broadcast if world > 1 else None)
     info = TrialInfo(study=spec.name, run_id=cfg["run_id"], trial_id=cfg["trial_id"], params=cfg["params"],
                      provenance=results.provenance())
-    _run(spec, reporter.rows, info, out if rank == 0 else None, device, session)
+    run_pipeline(spec, reporter.rows, info, out if rank == 0 else None, device, session)
     reporter.flush()
     marker.update(finished=time.time())
 
-
-def _run(spec: StudySpec, report, info: TrialInfo, out_dir: Path | None, device, session: Session) -> None:
-    if spec.task == "qa":
-        from xlt.train.qa import run_qa
-
-        run_qa(spec, report, info, out_dir=out_dir, device=device, session=session)
-        return
-    from xlt.train.adapt import run_adapt
-
-    run_adapt(spec, report, info, out_dir=out_dir, device=device, session=session)
