@@ -358,8 +358,8 @@ class _ClaimBase(_Strict):
     metric: Literal["f1", "exact_match"] = "f1"
     eval_set: str
     where: Where = {}  # applies to every side
-    # Cells compared separately: "auto" = every searched parameter (not a seed, not in a where) that varies
-    # within a side; a side where it does not vary is compared with every cell. [] pools each side.
+    # Cells judged separately: "auto" = every searched parameter but the seed that varies within a side
+    # (e.g. target_count); a side on which a key does not vary joins every cell. [] pools each side.
     pair_by: Literal["auto"] | tuple[str, ...] = "auto"
     require: Literal["all", "any"] = "all"  # the claim holds when all (any) cells hold
 
