@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from xlt import __version__, results
-from xlt.dashboards import figures, views
+from xlt.dashboards import claims, figures, views
 from xlt.errors import XltError
-from xlt.spec import Expected, StudySpec, spec_from_dict
+from xlt.spec import Claim, Expected, StudySpec, spec_from_dict
 
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
@@ -72,6 +72,21 @@ class Run:
                 found.append(Expected.model_validate(item))
             except ValueError:
                 continue  # one malformed entry (noted with the spec) does not hide the others
+        return found
+
+    @property
+    def claims(self) -> list[Any]:
+        if self.spec is not None:
+            return list(self.spec.claims)
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(Claim)
+        found = []
+        for item in (self.spec_raw or {}).get("claims") or []:
+            try:
+                found.append(adapter.validate_python(item))
+            except ValueError:
+                continue  # as for expected: one malformed claim does not hide the others
         return found
 
 
@@ -297,6 +312,43 @@ def _verdicts_section(run: Run) -> Section:
     return s
 
 
+CLAIM_CLASS = {claims.HOLDS: "ok", claims.FAILS: "bad", claims.NO_DATA: "none"}
+CLAIM_MARK = {claims.HOLDS: "✓", claims.FAILS: "✗", claims.NO_DATA: "–"}
+
+
+def _lines(text: str) -> str:
+    return "<br>".join(h(line) for line in text.splitlines())
+
+
+def _claims_section(run: Run) -> Section:
+    s = Section("claims", "Claims")
+    if run.spec_raw is None:
+        s.omitted = f"no {SPEC_FILE} in the run directory, so no claims to judge."
+        return s
+    stated = run.claims
+    if not stated:
+        s.omitted = "the spec states no qualitative claims (claims:)."
+        return s
+    v = claims.judge_all(stated, run.table)
+    rows = []
+    for _, r in v.iterrows():
+        verdict = r["verdict"] + (" (within seed spread)" if r["within_spread"] and r["verdict"] != claims.NO_DATA
+                                  else "")
+        rows.append(
+            f"<tr><th class='row'>{h(r['text'])}</th><td class='l'>{h(r['kind'])}, {h(r['metric'])} on"
+            f" {h(r['eval_set'])}</td><td class='verdict {CLAIM_CLASS[r['verdict']]}'>{CLAIM_MARK[r['verdict']]}"
+            f" {h(verdict)}</td><td class='l'>{_lines(r['numbers']) or '<span class=na>–</span>'}</td>"
+            f"<td class='l'>{_lines(r['detail'])}</td><td class='l'>{h(r['source'])}</td></tr>"
+        )
+    lede = ("<p class='lede'>The study's qualitative claims, judged from its rows: per cell (e.g. per target count)"
+            " on the means over seeds. A claim within seed spread keeps its verdict, but one seed std (or a"
+            " disagreeing seed) could flip it. A claim that does not hold is a result, not a bug.</p>")
+    s.body = (lede + "<div class='scroll'><table><thead><tr><th>claim</th><th>kind</th><th>verdict</th>"
+              "<th>numbers</th><th>detail</th><th>source</th></tr></thead><tbody>" + "".join(rows)
+              + "</tbody></table></div>")
+    return s
+
+
 def _optuna_study(run: Run) -> tuple[Any, str | None]:
     """The Optuna study in optuna.db, or None and why not."""
     db = run.path / OPTUNA_DB
@@ -432,6 +484,7 @@ def render(run: Run, tau: float = 0.95) -> str:
         _depth_section(run, figs),
         _tables_section(run),
         _verdicts_section(run),
+        _claims_section(run),
         _search_section(run, figs),
         _breakdown_section(run),
     ]
