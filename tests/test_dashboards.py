@@ -395,6 +395,30 @@ def test_page_from_a_run_directory(tmp_path):
     assert "✓ holds" in claims and "– not enough data" in claims
     assert "target_count=100: with_english=True 49.04 vs with_english=False 41.04, diff +8.00" in claims
     assert "<br>target_count=1000: " in claims  # one line per cell
+    learning = page.split("<section id='learning'>")[1].split("</section>")[0]
+    assert "not trustworthy: 3 distinct sizes (needs &gt;= 4)" in learning  # 100, 1000, 5000: no line drawn
+
+
+def extrapolating_run(tmp_path: Path) -> Path:
+    """A learning-curve run with six target sizes per arm: trustworthy power-law fits."""
+    from tests.test_extrapolation import lc_rows
+
+    spec = spec_dict(data={"english": {"name": "squad", "synthetic": {"n": 10}},
+                           "target": {"name": "drcd", "lang": "zh", "synthetic": {"n": 10}},
+                           "eval": [{"name": "xquad-zh", "lang": "zh", "synthetic": {"n": 10}}]},
+                     expected=[], claims=[], search={"algorithm": "grid"})
+    return fake_run(tmp_path, lc_rows(), spec=spec, optuna_trials=0)
+
+
+def test_learning_curves_page_extrapolates(tmp_path):
+    from xlt.dashboards import main_dashboard
+
+    page = main_dashboard(str(extrapolating_run(tmp_path)), str(tmp_path / "lc.html")).read_text(encoding="utf-8")
+    learning = page.split("<section id='learning'>")[1].split("</section>")[0]
+    assert "+English: power-law fit" in learning and "target only: power-law fit" in learning
+    assert "<h3>Extrapolated on xquad-zh</h3>" in learning and "not trustworthy:" not in learning
+    assert "(upper bound 74.85 - 2)" in learning and " at 6,400</td>" in learning and " at 32,000</td>" in learning
+    assert "vs 74.85 at 3,200" in learning  # leave-largest-out: target only at its largest size
 
 
 def test_default_output_is_dashboards_study_html(tmp_path, monkeypatch):

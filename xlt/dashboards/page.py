@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from xlt import __version__, results
-from xlt.dashboards import claims, figures, views
+from xlt.dashboards import claims, extrapolation, figures, views
 from xlt.errors import XltError
 from xlt.spec import Claim, Expected, StudySpec, spec_from_dict
 
@@ -212,11 +212,57 @@ def _learning_section(run: Run, figs: Figures) -> Section:
     if lc.empty:
         s.omitted = "no QA trials vary the amount of target-language training data (data.target_count)."
         return s
+    bounds = views.learning_bounds(run.table)
+    curve, fits = extrapolation.learning_fits(views.learning_points(run.table), bounds)
     s.body = ("<p class='lede'>Final F1 on the target language as target-language training data grows, trained on"
               " target data alone and jointly with English; lines are means over seeds, bands span min to max."
-              " (Layout of the DeepPavlov paper's Figures 2-3.)</p>\n"
-              + figs.div("learning", figures.learning_curves(lc, views.learning_bounds(run.table))))
+              " (Layout of the DeepPavlov paper's Figures 2-3.) Dotted: a saturating power law"
+              " F1(n) = a - b·n<sup>-c</sup> fitted per arm, with its 80% bootstrap band (over sizes and seeds),"
+              " drawn only where the fit is trustworthy.</p>\n"
+              + figs.div("learning", figures.learning_curves(lc, bounds, curve)) + _extrapolation_tables(fits))
     return s
+
+
+def _n(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "<span class='na'>–</span>"
+    if math.isinf(value):
+        return "never"
+    return f"{value:,.0f}"
+
+
+def _extrapolation_tables(fits: pd.DataFrame) -> str:
+    """Per eval set, one row per arm: the fit, F1 at 2x and 10x the largest size, examples needed."""
+    if fits.empty:
+        return ""
+    parts = ["<p class='note'>Extrapolation per arm (80% intervals from the bootstrap). Examples needed: target"
+             " questions at which the fitted curve reaches the target (the upper bound - 2 F1, or 95% of the"
+             " asymptote without an upper bound). Leave-largest-out: the fit without the largest size, predicting"
+             " it. A fit is not trustworthy with fewer than 4 sizes, non-monotone means, a failed, flat or"
+             " unsaturated fit.</p>"]
+    for eval_set, group in fits.groupby("eval_set", sort=True):
+        rows = []
+        for _, r in group.iterrows():
+            if not r["trustworthy"]:
+                rows.append(f"<tr><th class='row'>{h(r['series'])}</th><td class='l' colspan='5'>not trustworthy:"
+                            f" {h(r['reason'])} ({h(r['sizes'])} sizes, {h(r['n_obs'])} runs)</td></tr>")
+                continue
+            fit = f"a {r['a']:.1f}, b {r['b']:.3g}, c {r['c']:.2f}"
+            at = "".join(f"<td>{_num(r[f'f1_{m}x'])} ({_num(r[f'f1_{m}x_lo'])}–{_num(r[f'f1_{m}x_hi'])}) at"
+                         f" {_n(int(m) * r['largest'])}</td>" for m in ("2", "10"))
+            needed = f"{_n(r['needed'])} ({_n(r['needed_lo'])}–{_n(r['needed_hi'])})"
+            hold = (f"{_num(r['holdout_predicted'])} vs {_num(r['holdout_observed'])} at {_n(r['holdout_size'])}"
+                    f" ({r['holdout_error']:+.2f})" if not math.isnan(r["holdout_predicted"])
+                    else f"<span class='na'>{h(r['holdout_reason'])}</span>")
+            rows.append(f"<tr><th class='row'>{h(r['series'])}</th><td class='l'>{fit}</td>{at}"
+                        f"<td class='l'>F1 {_num(r['target'])} ({h(r['target_rule'])}): {needed}</td>"
+                        f"<td class='l'>{hold}</td></tr>")
+        parts.append(
+            f"<h3>Extrapolated on {h(eval_set)}</h3><div class='scroll'><table><thead><tr><th>arm</th>"
+            "<th>fit</th><th>F1 at 2x the largest size</th><th>F1 at 10x</th>"
+            "<th>examples needed</th><th>leave-largest-out</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table></div>")
+    return "\n".join(parts)
 
 
 def _depth_section(run: Run, figs: Figures) -> Section:
