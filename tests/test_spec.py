@@ -189,3 +189,18 @@ def test_claim_needs_a_kind(tmp_path):
     text = MINIMAL + "claims: [{text: x, eval_set: dev}]\n"
     with pytest.raises(XltError, match=r"claims.0.kind: required key is missing \(one of order, ratio, lift\)"):
         load_spec(write(tmp_path, text))
+
+
+def test_the_readme_claims_example_validates():
+    import re
+
+    import yaml
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"^### Claims.*?```yaml\n(.*?)```", text, re.M | re.S)
+    assert block, "README.md has no claims example"
+    tree = yaml.safe_load(MINIMAL)
+    tree["data"]["eval"] = [{"name": n, "lang": n[-2:], "synthetic": {"n": 5}} for n in ("xquad-zh", "xquad-ru")]
+    tree.update(yaml.safe_load(block.group(1)))
+    spec = spec_from_dict(tree, "README.md")
+    assert [c.kind for c in spec.claims] == ["order", "ratio", "lift"]

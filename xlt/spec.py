@@ -374,8 +374,9 @@ class OrderClaim(_ClaimBase):
 
 
 class RatioClaim(_ClaimBase):
-    """`subject` reaches `quality` x the reference's final score, at a cost at most `compute` x the
-    reference's: the subject's cost at its first `stage` evaluation at that score (its curve rows)."""
+    """`subject` reaches `quality` x the reference's score (its `stage`/`step` row, default final),
+    at a cost at most `compute` x the reference's: the subject's cost at the first evaluation of its
+    mean `stage` curve at that score (the subject's own stage/step are not used)."""
 
     kind: Literal["ratio"]
     subject: ClaimGroup
