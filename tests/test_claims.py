@@ -248,3 +248,14 @@ def test_eval_sets_other_than_the_claims_are_ignored(tmp_path):
     assert v.verdict == HOLDS and "diff +10.00" in v.numbers
     with pytest.raises(ValueError):
         order(kind="nope")
+
+
+def test_cells_come_in_parameter_order(tmp_path):
+    rows = []
+    for i, count in enumerate((1000, 20, 300)):  # trial ids in another order than the counts
+        for english in (True, False):
+            rows += trial_rows(f"t{i}{int(english)}", [(1e12, 50 + count / 100 + (5 if english else 0))],
+                               eval_sets=(("sberquad-dev", "ru"),), target_count=count, with_english=english,
+                               params=json.dumps({"data.target_count": count, "data.with_english": english}))
+    v = judge(order(), table(tmp_path, rows))
+    assert [c.label for c in v.cells] == ["target_count=20", "target_count=300", "target_count=1000"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from xlt.dashboards.views import _same, fmt
+from xlt.dashboards.views import _same, _sort_key, fmt
 from xlt.spec import Bounds, ClaimGroup, LiftClaim, OrderClaim, RatioClaim, RowPick
 
 HOLDS, FAILS, NO_DATA = "holds", "does not hold", "not enough data"
@@ -191,6 +191,8 @@ def _key(value: Any) -> str:
         value = value.item()
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 100 in params, 100.0 from a column with gaps
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -209,7 +211,7 @@ def _cells(trials: _Trials, sides: list[list[str]], keys: list[str]) -> tuple[li
         for t in side:
             values = {k: trials.value(t, k) for k in ks}
             found.setdefault(tuple(_key(v) for v in values.values()), values)
-        combos.append(found)
+        combos.append(dict(sorted(found.items(), key=lambda kv: tuple(_sort_key(v) for v in kv[1].values()))))
     cells: list[tuple[str, list[list[str]]]] = []
     used: list[set[tuple[str, ...]]] = [set() for _ in sides]
 
