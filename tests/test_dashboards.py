@@ -323,6 +323,12 @@ def spec_dict(**kw: Any) -> dict[str, Any]:
              "where": {"target_count": 0}, "source": "DeepPavlov 2020, Table 2"},
             {"label": "not in this run", "eval_set": "sberquad-dev", "value": 84.19, "where": {"model": "rubert"}},
         ],
+        "claims": [
+            {"kind": "order", "text": "+English beats target-only at <= 1,000 questions", "eval_set": "sberquad-dev",
+             "where": {"data.target_count": {"gt": 0, "le": 1000}}, "better": {"where": {"data.with_english": True}},
+             "worse": {"where": {"data.with_english": False}}, "source": "DeepPavlov 2020, Fig. 2"},
+            {"kind": "lift", "text": "step 2 lifts F1", "eval_set": "sberquad-dev", "delta": 5},
+        ],
     }
     for key, value in kw.items():
         tree[key] = value
@@ -384,6 +390,35 @@ def test_page_from_a_run_directory(tmp_path):
     assert "2026-01-01 00:00 UTC" in page and "x86_64 2 cpus" in page and "14 (84 result rows)" in page
     assert "Partial run" not in page and "trust_remote_code" not in page
     assert "✓ reproduced" in page and "– not run" in page
+    claims = page.split("<section id='claims'>")[1].split("</section>")[0]
+    assert "+English beats target-only at &lt;= 1,000 questions" in claims and "DeepPavlov 2020, Fig. 2" in claims
+    assert "✓ holds" in claims and "– not enough data" in claims
+    assert "target_count=100: with_english=True 49.04 vs with_english=False 41.04, diff +8.00" in claims
+    assert "<br>target_count=1000: " in claims  # one line per cell
+    learning = page.split("<section id='learning'>")[1].split("</section>")[0]
+    assert "not trustworthy: 3 distinct sizes (needs &gt;= 4)" in learning  # 100, 1000, 5000: no line drawn
+
+
+def extrapolating_run(tmp_path: Path) -> Path:
+    """A learning-curve run with six target sizes per arm: trustworthy power-law fits."""
+    from tests.test_extrapolation import lc_rows
+
+    spec = spec_dict(data={"english": {"name": "squad", "synthetic": {"n": 10}},
+                           "target": {"name": "drcd", "lang": "zh", "synthetic": {"n": 10}},
+                           "eval": [{"name": "xquad-zh", "lang": "zh", "synthetic": {"n": 10}}]},
+                     expected=[], claims=[], search={"algorithm": "grid"})
+    return fake_run(tmp_path, lc_rows(), spec=spec, optuna_trials=0)
+
+
+def test_learning_curves_page_extrapolates(tmp_path):
+    from xlt.dashboards import main_dashboard
+
+    page = main_dashboard(str(extrapolating_run(tmp_path)), str(tmp_path / "lc.html")).read_text(encoding="utf-8")
+    learning = page.split("<section id='learning'>")[1].split("</section>")[0]
+    assert "+English: power-law fit" in learning and "target only: power-law fit" in learning
+    assert "<h3>Extrapolated on xquad-zh</h3>" in learning and "not trustworthy:" not in learning
+    assert "(upper bound 74.85 - 2)" in learning and " at 6,400</td>" in learning and " at 32,000</td>" in learning
+    assert "vs 74.85 at 3,200" in learning  # leave-largest-out: target only at its largest size
 
 
 def test_default_output_is_dashboards_study_html(tmp_path, monkeypatch):
@@ -454,11 +489,18 @@ def test_everything_from_data_is_escaped(tmp_path):
     spec = spec_dict()
     spec.update(name=EVIL, description=EVIL)  # not a valid spec name: the page reads it as plain JSON
     spec["expected"] = [{"label": EVIL, "eval_set": EVIL, "value": 50, "where": {"model": EVIL}, "source": EVIL}]
+    spec["claims"] = [{"kind": "order", "text": EVIL, "source": EVIL, "eval_set": EVIL,
+                       "better": {"where": {"model": EVIL}, "label": EVIL}, "worse": {"where": {"model": "x"}}},
+                      {"kind": "lift", "text": EVIL, "eval_set": EVIL, "delta": 1, "where": {"model": EVIL},
+                       "baseline": {"stage": "qa", "step": "first"}}]
     run = fake_run(tmp_path, rows, spec=spec, optuna_trials=0)
     page = main_dashboard(str(run), str(tmp_path / "e.html")).read_text(encoding="utf-8")
     assert "<script>alert" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
     assert "does not validate against this xlt" in page
+    claims = page.split("<section id='claims'>")[1].split("</section>")[0]
+    assert claims.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # text, source, eval set, numbers
+    assert "✓ holds" in claims  # the lift from each trial's first qa evaluation to its final row
 
 
 # ---------------------------------------------------------------- errors

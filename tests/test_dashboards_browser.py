@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dashboards import adapt_rows, fake_run, spec_dict
+from tests.test_dashboards import adapt_rows, extrapolating_run, fake_run, spec_dict
 from xlt.dashboards import main_dashboard
 
 pytestmark = pytest.mark.browser
@@ -100,6 +100,12 @@ def test_adaptation_study_page_renders_offline(tmp_path):
                           str(tmp_path / "adapt.html"))
     assert "fig-depth" in expected_figures(page)
     check_page(page, tmp_path, "adapt-dashboard")
+
+
+def test_extrapolated_learning_curves_render_offline(tmp_path):
+    page = main_dashboard(str(extrapolating_run(tmp_path)), str(tmp_path / "lc.html"))
+    assert "fig-learning" in expected_figures(page) and "power-law fit" in page.read_text(encoding="utf-8")
+    check_page(page, tmp_path, "learning-extrapolated")
 
 
 def test_the_check_catches_a_page_that_needs_the_network(tmp_path):

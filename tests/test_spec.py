@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from tests.helpers import ROOT, run_cli
 from xlt.errors import XltError
-from xlt.spec import load_spec, spec_from_dict, trial_spec
+from xlt.spec import load_spec, parse_override, spec_from_dict, trial_spec
 
 MINIMAL = """
 name: t
@@ -121,3 +121,100 @@ def test_target_text_per_language():
         a.target_patterns("de")
     tree["adapt"]["target_text"] = ["x/{lang}.txt"]
     assert spec_from_dict(tree).adapt.target_patterns("de") == ("x/{lang}.txt",)
+
+
+CLAIMS = MINIMAL + """
+claims:
+  - kind: order
+    text: "+English beats target-only at <= 1,000 target questions"
+    source: DeepPavlov 2020, Fig. 3
+    eval_set: dev
+    where: {data.target_count: {gt: 0, le: 1000}}
+    better: {where: {data.with_english: true}, label: +English}
+    worse: {where: {data.with_english: false}}
+    margin: 0.5
+  - kind: ratio
+    text: MiniJoint reaches 95% of BaseLarge's final F1 with at most 1/2 of its step-2 FLOPs
+    eval_set: dev
+    subject: {where: {adapt.method: [mini_joint]}}
+    reference: {where: {adapt.method: base_large}}
+    quality: 0.95
+    compute: 0.5
+  - kind: lift
+    text: step 2 lifts F1 by >= 5 over the step-0 baseline
+    eval_set: dev
+    metric: exact_match
+    delta: 5
+    pair_by: [adapt.method]
+"""
+
+
+def test_claims_load(tmp_path):
+    spec = load_spec(write(tmp_path, CLAIMS))
+    order, ratio, lift = spec.claims
+    assert order.kind == "order" and order.better.where == {"data.with_english": True}
+    bounds = order.where["data.target_count"]
+    assert (bounds.gt, bounds.le, bounds.lt, bounds.ge) == (0, 1000, None, None)
+    assert order.better.stage == "final" and order.pair_by == "auto" and order.require == "all"
+    assert ratio.subject.where["adapt.method"] == ("mini_joint",) and ratio.compute == 0.5
+    assert ratio.stage == "step2" and ratio.cost == "flops_stage" and ratio.reference_cost == "final"
+    assert (lift.baseline.stage, lift.baseline.step, lift.final.stage) == ("step2", 0, "final")
+    assert lift.pair_by == ("adapt.method",)
+    # claims judge rows and change nothing a trial does: editing them keeps the hash (and --resume)
+    assert spec.hash() == load_spec(write(tmp_path, MINIMAL)).hash()
+    # spec.json round trip (the dashboard reads the claims back from it)
+    assert spec_from_dict(spec.model_dump(mode="json")).claims == spec.claims
+
+
+@pytest.mark.parametrize("override, message", [
+    ("claims.0.kind=rank", "claims.0.kind: must be one of order, ratio, lift, got 'rank'"),
+    ("claims.0.margn=1", "claims.0.margn: unknown key (did you mean 'margin'?)"),
+    ("claims.0.better.wher={}", "claims.0.better.wher: unknown key (did you mean 'where'?)"),
+    ("claims.0.where={data.target_count: {lee: 3}}", "claims.0.where.data.target_count: unknown bound 'lee'"),
+    ("claims.0.where={data.target_count: {le: many}}", "claims.0.where.data.target_count: bound le must be a number"),
+    ("claims.0.where={data.target_count: {}}", "claims.0.where.data.target_count: give at least one of lt, le"),
+    ("claims.0.where={data.target_count: []}", "claims.0.where.data.target_count: a list of values must not be"),
+    ("claims.0.eval_set=nope", "claims.0.eval_set: 'nope' is not an eval set name"),
+    ("claims.0.require=most", "claims.0.require: Input should be 'all' or 'any'"),
+    ("claims.0.better.step=3", "claims.0.better: step picks an evaluation of a stage"),
+    ("claims.1.quality=0", "claims.1.quality: must be > 0, got 0"),
+    ("claims.1.cost=tokens", "claims.1.cost: Input should be"),
+    ("claims.2.delta=null", "claims.2.delta: Input should be a valid number"),
+    ("claims.2.baseline={stage: step2, step: middle}", "claims.2.baseline.step"),
+    ("claims.2.text=", "claims.2.text"),
+])
+def test_claim_errors_name_the_key(override, message):
+    import yaml
+
+    tree = yaml.safe_load(CLAIMS)
+    key, value = parse_override(override)  # overrides have no list indices: set claims.N.key by hand
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[last] = value
+    with pytest.raises(XltError) as e:
+        spec_from_dict(tree, "s.yaml")
+    assert message in str(e.value)
+    assert str(e.value).startswith("s.yaml: claims.") and "\n" not in str(e.value)
+
+
+def test_claim_needs_a_kind(tmp_path):
+    text = MINIMAL + "claims: [{text: x, eval_set: dev}]\n"
+    with pytest.raises(XltError, match=r"claims.0.kind: required key is missing \(one of order, ratio, lift\)"):
+        load_spec(write(tmp_path, text))
+
+
+def test_the_readme_claims_example_validates():
+    import re
+
+    import yaml
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"^### Claims.*?```yaml\n(.*?)```", text, re.M | re.S)
+    assert block, "README.md has no claims example"
+    tree = yaml.safe_load(MINIMAL)
+    tree["data"]["eval"] = [{"name": n, "lang": n[-2:], "synthetic": {"n": 5}} for n in ("xquad-zh", "xquad-ru")]
+    tree.update(yaml.safe_load(block.group(1)))
+    spec = spec_from_dict(tree, "README.md")
+    assert [c.kind for c in spec.claims] == ["order", "ratio", "lift"]

@@ -15,10 +15,18 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xlt.errors import XltError
 
@@ -311,6 +319,126 @@ class Expected(_Strict):
     source: str = ""
 
 
+# ---------------------------------------------------------------- claims: qualitative findings judged from the rows
+# A claim's `where` selects trials like Expected.where, and a value may also be a list (any of these values)
+# or numeric bounds ({le: 1000}, {gt: 0, lt: 5000}). xlt.dashboards.claims judges them.
+
+Scalar = bool | int | float | str | None
+BOUND_KEYS = ("lt", "le", "gt", "ge")
+
+
+class Bounds(_Strict):
+    """Numeric bounds on a trial parameter; every bound given must hold."""
+
+    lt: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    ge: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Bounds:
+        if all(getattr(self, k) is None for k in BOUND_KEYS):
+            raise ValueError("give at least one of lt, le, gt, ge")
+        return self
+
+
+def _condition(value: Any) -> Any:
+    """A `where` value: a scalar (equal), a list (one of), or a mapping of bounds."""
+    if isinstance(value, Bounds):
+        return value
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in BOUND_KEYS]
+        if unknown:
+            raise ValueError(f"unknown bound '{unknown[0]}' (use lt, le, gt, ge)")
+        for k, v in value.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ValueError(f"bound {k} must be a number, got {v!r}")
+        return Bounds.model_validate(value)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("a list of values must not be empty")
+        bad = [v for v in value if isinstance(v, dict | list | tuple)]
+        if bad:
+            raise ValueError(f"a list of values holds plain values only, got {bad[0]!r}")
+        return tuple(value)
+    return value
+
+
+Condition = Annotated[Bounds | tuple[Scalar, ...] | Scalar, BeforeValidator(_condition)]
+Where = dict[str, Condition]
+
+
+class RowPick(_Strict):
+    """Which row of each trial: its final row (stage `final`, the default), or an evaluation of a
+    stage at a step (`first`, `last` or a step number; default `last`)."""
+
+    stage: str = "final"
+    step: int | Literal["first", "last"] | None = None
+
+    @model_validator(mode="after")
+    def _step_needs_stage(self) -> RowPick:
+        if self.stage == "final" and self.step is not None:
+            raise ValueError("step picks an evaluation of a stage (e.g. stage: step2); final rows have no step")
+        return self
+
+
+class ClaimGroup(RowPick):
+    """One side of a comparison: the trials `where` selects, at the row `stage`/`step` picks."""
+
+    where: Where = {}
+    label: str = ""  # default: the where text
+
+
+class _ClaimBase(_Strict):
+    text: str = Field(min_length=1)
+    source: str = ""
+    metric: Literal["f1", "exact_match"] = "f1"
+    eval_set: str
+    where: Where = {}  # applies to every side
+    # Cells judged separately: "auto" = every searched parameter but the seed that varies within a side
+    # (e.g. target_count); a side on which a key does not vary joins every cell. [] pools each side.
+    pair_by: Literal["auto"] | tuple[str, ...] = "auto"
+    require: Literal["all", "any"] = "all"  # the claim holds when all (any) cells hold
+
+
+class OrderClaim(_ClaimBase):
+    """`better` beats `worse`: mean(better) - mean(worse) > margin in each cell."""
+
+    kind: Literal["order"]
+    better: ClaimGroup
+    worse: ClaimGroup
+    margin: float = 0.0
+
+
+class RatioClaim(_ClaimBase):
+    """`subject` reaches `quality` x the reference's score (its `stage`/`step` row, default final),
+    at a cost at most `compute` x the reference's: the subject's cost at the first evaluation of its
+    mean `stage` curve at that score (the subject's own stage/step are not used)."""
+
+    kind: Literal["ratio"]
+    subject: ClaimGroup
+    reference: ClaimGroup
+    quality: float = Field(gt=0)
+    compute: float | None = Field(None, gt=0)
+    stage: str = "step2"  # the curve rows that measure the cost
+    cost: Literal["flops_stage", "flops_train", "device_seconds"] = "flops_stage"
+    # the reference's cost: its final row's (all of its stage), or its own first evaluation at `quality` x its final
+    reference_cost: Literal["final", "reach"] = "final"
+
+
+class LiftClaim(_ClaimBase):
+    """The metric rises by at least `delta` from each trial's `baseline` row to its `final` row."""
+
+    kind: Literal["lift"]
+    delta: float
+    baseline: RowPick = RowPick(stage="step2", step=0)  # adaptation: the un-adapted step-0 evaluation
+    final: RowPick = RowPick()
+
+
+CLAIM_KINDS: dict[str, type[BaseModel]] = {"order": OrderClaim, "ratio": RatioClaim, "lift": LiftClaim}
+Claim = Annotated[OrderClaim | RatioClaim | LiftClaim, Field(discriminator="kind")]
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -329,6 +457,7 @@ class StudySpec(_Strict):
     # any content key, nor of the spec's hash.
     cache_dir: str | None = None
     expected: tuple[Expected, ...] = ()
+    claims: tuple[Claim, ...] = ()  # qualitative findings, judged from the rows (not part of the hash)
     throughput: dict[str, float] = {}  # device kind -> FLOP/s achieved, for `xlt estimate`
 
     @model_validator(mode="after")
@@ -344,11 +473,17 @@ class StudySpec(_Strict):
                 raise ValueError(f"data.eval: no evaluation set in the target language '{self.adapt.target_lang}'")
         for key in self.search.space:
             _check_path(self, key)
+        labels = [e.label for e in self.data.eval]
+        for i, claim in enumerate(self.claims):
+            if claim.eval_set not in labels:
+                raise ValueError(f"claims.{i}.eval_set: '{claim.eval_set}' is not an eval set name (have {labels})")
         return self
 
     def hash(self) -> str:
-        """What the trial is, not where it ran: identical trials in two run directories hash alike."""
-        tree = self.model_dump(mode="json", exclude={"cache_dir"})
+        """What the trial is, not where it ran: identical trials in two run directories hash alike.
+        Claims judge the rows and change nothing a trial does, so a study's claims can be edited
+        without losing `--resume`."""
+        tree = self.model_dump(mode="json", exclude={"cache_dir", "claims"})
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolve_path(self, path: str) -> Path:
@@ -498,26 +633,38 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]
 def _first_error(e: ValidationError, tree: dict[str, Any]) -> str:
     err = e.errors()[0]
     loc = [str(p) for p in err["loc"]]
-    # pydantic puts union/tagged members into loc; keep only keys present in the model
+    # pydantic puts a tagged union's tag into loc (claims.0.order.margin): drop it, and look up keys
+    # for suggestions in the claim kind's own model
+    root: type[BaseModel] = StudySpec
+    start = 0
+    if len(loc) > 2 and loc[0] == "claims" and loc[2] in CLAIM_KINDS:
+        root, start = CLAIM_KINDS[loc[2]], 2
+        loc = loc[:2] + loc[3:]
     path = ".".join(loc)
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        parent, key = loc[:-1], loc[-1]
-        hint = _suggest(key, _fields_at(parent))
+        parent, key = loc[start:-1], loc[-1]
+        hint = _suggest(key, _fields_at(parent, root))
         return f"{path}: unknown key{hint}"
     if err["type"] == "missing":
         return f"{path}: required key is missing"
+    if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        tags = ", ".join(CLAIM_KINDS) if loc[:1] == ["claims"] else err.get("ctx", {}).get("expected_tags", "")
+        got = err.get("ctx", {}).get("tag")
+        return f"{path}.kind: " + (f"must be one of {tags}, got {got!r}" if got is not None
+                                    else f"required key is missing (one of {tags})")
     got = err.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f", got {got!r}"
-    msg = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
-           "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}"}.get(err["type"], msg)
-    ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in err.get("ctx", {}).items()}
-    msg = msg.format(**ctx) if "{" in msg else msg
+    bound = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+             "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}"}.get(err["type"])
+    if bound is not None:
+        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in err.get("ctx", {}).items()}
+        msg = bound.format(**ctx)
     return f"{path}: {msg}{shown}" if path else f"{msg}{shown}"
 
 
-def _fields_at(loc: list[str]) -> list[str]:
-    model: Any = StudySpec
+def _fields_at(loc: list[str], root: type[BaseModel] | None = None) -> list[str]:
+    model: Any = root or StudySpec
     for part in loc:
         if part.isdigit():
             continue

@@ -218,16 +218,21 @@ def pareto(par: pd.DataFrame) -> go.Figure:
 # ---------------------------------------------------------------- learning curves
 
 
-def learning_curves(lc: pd.DataFrame, bounds: pd.DataFrame) -> go.Figure:
+def learning_curves(lc: pd.DataFrame, bounds: pd.DataFrame, fits: pd.DataFrame | None = None,
+                    level: float = 0.8) -> go.Figure:
     """Target-language F1 vs target training questions (log), mean over seeds with a min-max band;
-    English-only (lower) and all-target-data (upper) bounds as horizontal lines."""
+    English-only (lower) and all-target-data (upper) bounds as horizontal lines; with ``fits``
+    (``extrapolation.learning_fits``' curve frame) each trustworthy arm's fitted power law, dotted,
+    with its bootstrap band, out to 10x the largest size."""
     sets = sorted(lc["eval_set"].unique())
     cols = min(2, len(sets))
     rows = math.ceil(len(sets) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[esc(s) for s in sets], horizontal_spacing=0.1)
     series = list(dict.fromkeys(sorted(lc["series"])))
     colours = dict(zip(series, OKABE_ITO * (len(series) // len(OKABE_ITO) + 1), strict=False))
-    lo, hi = lc["target_count"].min(), lc["target_count"].max()
+    fits = fits if fits is not None else pd.DataFrame(columns=["eval_set", "series", "n", "f1", "lo", "hi"])
+    lo = lc["target_count"].min()
+    hi = max([lc["target_count"].max(), *fits["n"]])
     for i, eval_set in enumerate(sets):
         r, c = i // cols + 1, i % cols + 1
         on_set = lc[lc["eval_set"] == eval_set]
@@ -248,6 +253,18 @@ def learning_curves(lc: pd.DataFrame, bounds: pd.DataFrame) -> go.Figure:
                                      line={"color": colour, "width": 2.5}, name=esc(name), legendgroup=esc(name),
                                      showlegend=i == 0, hovertext=text,
                                      hovertemplate="%{hovertext}<extra></extra>"), row=r, col=c)
+            f = fits[(fits["eval_set"] == eval_set) & (fits["series"] == name)].sort_values("n")
+            if len(f):
+                fig.add_trace(go.Scatter(x=list(f["n"]) + list(f["n"])[::-1], y=list(f["hi"]) + list(f["lo"])[::-1],
+                                         fill="toself", fillcolor=colour, opacity=0.1, line={"width": 0},
+                                         hoverinfo="skip", showlegend=False, legendgroup=esc(name)), row=r, col=c)
+                fig.add_trace(go.Scatter(
+                    x=f["n"], y=f["f1"], mode="lines", line={"color": colour, "width": 1.5, "dash": "dot"},
+                    name=f"{esc(name)}: power-law fit", legendgroup=esc(name), showlegend=i == 0,
+                    customdata=list(zip(f["lo"], f["hi"], strict=True)),
+                    hovertemplate=(f"<b>{esc(name)}</b> fit: F1 %{{y:.2f}} % at %{{x:.3g}} questions<br>"
+                                   f"{level:.0%} band %{{customdata[0]:.2f}}-%{{customdata[1]:.2f}}<extra></extra>")),
+                    row=r, col=c)
         for _, b in bounds[bounds["eval_set"] == eval_set].iterrows():
             lower = b["bound"] == "lower"
             name = ("English only (lower bound)" if lower

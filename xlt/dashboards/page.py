@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from xlt import __version__, layout, results
-from xlt.dashboards import figures, views
+from xlt.dashboards import claims, extrapolation, figures, views
 from xlt.errors import XltError
-from xlt.spec import Expected, StudySpec, spec_from_dict
+from xlt.spec import Claim, Expected, StudySpec, spec_from_dict
 
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
@@ -72,6 +72,21 @@ class Run:
                 found.append(Expected.model_validate(item))
             except ValueError:
                 continue  # one malformed entry (noted with the spec) does not hide the others
+        return found
+
+    @property
+    def claims(self) -> list[Any]:
+        if self.spec is not None:
+            return list(self.spec.claims)
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(Claim)
+        found = []
+        for item in (self.spec_raw or {}).get("claims") or []:
+            try:
+                found.append(adapter.validate_python(item))
+            except ValueError:
+                continue  # as for expected: one malformed claim does not hide the others
         return found
 
 
@@ -197,11 +212,57 @@ def _learning_section(run: Run, figs: Figures) -> Section:
     if lc.empty:
         s.omitted = "no QA trials vary the amount of target-language training data (data.target_count)."
         return s
+    bounds = views.learning_bounds(run.table)
+    curve, fits = extrapolation.learning_fits(views.learning_points(run.table), bounds)
     s.body = ("<p class='lede'>Final F1 on the target language as target-language training data grows, trained on"
               " target data alone and jointly with English; lines are means over seeds, bands span min to max."
-              " (Layout of the DeepPavlov paper's Figures 2-3.)</p>\n"
-              + figs.div("learning", figures.learning_curves(lc, views.learning_bounds(run.table))))
+              " (Layout of the DeepPavlov paper's Figures 2-3.) Dotted: a saturating power law"
+              " F1(n) = a - b·n<sup>-c</sup> fitted per arm, with its 80% bootstrap band (over sizes and seeds),"
+              " drawn only where the fit is trustworthy.</p>\n"
+              + figs.div("learning", figures.learning_curves(lc, bounds, curve)) + _extrapolation_tables(fits))
     return s
+
+
+def _n(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "<span class='na'>–</span>"
+    if math.isinf(value):
+        return "never"
+    return f"{value:,.0f}"
+
+
+def _extrapolation_tables(fits: pd.DataFrame) -> str:
+    """Per eval set, one row per arm: the fit, F1 at 2x and 10x the largest size, examples needed."""
+    if fits.empty:
+        return ""
+    parts = ["<p class='note'>Extrapolation per arm (80% intervals from the bootstrap). Examples needed: target"
+             " questions at which the fitted curve reaches the target (the upper bound - 2 F1, or 95% of the"
+             " asymptote without an upper bound). Leave-largest-out: the fit without the largest size, predicting"
+             " it. A fit is not trustworthy with fewer than 4 sizes, non-monotone means, a failed, flat or"
+             " unsaturated fit.</p>"]
+    for eval_set, group in fits.groupby("eval_set", sort=True):
+        rows = []
+        for _, r in group.iterrows():
+            if not r["trustworthy"]:
+                rows.append(f"<tr><th class='row'>{h(r['series'])}</th><td class='l' colspan='5'>not trustworthy:"
+                            f" {h(r['reason'])} ({h(r['sizes'])} sizes, {h(r['n_obs'])} runs)</td></tr>")
+                continue
+            fit = f"a {r['a']:.1f}, b {r['b']:.3g}, c {r['c']:.2f}"
+            at = "".join(f"<td>{_num(r[f'f1_{m}x'])} ({_num(r[f'f1_{m}x_lo'])}–{_num(r[f'f1_{m}x_hi'])}) at"
+                         f" {_n(int(m) * r['largest'])}</td>" for m in ("2", "10"))
+            needed = f"{_n(r['needed'])} ({_n(r['needed_lo'])}–{_n(r['needed_hi'])})"
+            hold = (f"{_num(r['holdout_predicted'])} vs {_num(r['holdout_observed'])} at {_n(r['holdout_size'])}"
+                    f" ({r['holdout_error']:+.2f})" if not math.isnan(r["holdout_predicted"])
+                    else f"<span class='na'>{h(r['holdout_reason'])}</span>")
+            rows.append(f"<tr><th class='row'>{h(r['series'])}</th><td class='l'>{fit}</td>{at}"
+                        f"<td class='l'>F1 {_num(r['target'])} ({h(r['target_rule'])}): {needed}</td>"
+                        f"<td class='l'>{hold}</td></tr>")
+        parts.append(
+            f"<h3>Extrapolated on {h(eval_set)}</h3><div class='scroll'><table><thead><tr><th>arm</th>"
+            "<th>fit</th><th>F1 at 2x the largest size</th><th>F1 at 10x</th>"
+            "<th>examples needed</th><th>leave-largest-out</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table></div>")
+    return "\n".join(parts)
 
 
 def _depth_section(run: Run, figs: Figures) -> Section:
@@ -294,6 +355,43 @@ def _verdicts_section(run: Run) -> Section:
     s.body = (lede + "<div class='scroll'><table><thead><tr><th>expected</th><th>metric</th><th>trials</th>"
               "<th>published (%)</th><th>measured (%)</th><th>diff</th><th>n</th><th>verdict</th><th>source</th>"
               "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+    return s
+
+
+CLAIM_CLASS = {claims.HOLDS: "ok", claims.FAILS: "bad", claims.NO_DATA: "none"}
+CLAIM_MARK = {claims.HOLDS: "✓", claims.FAILS: "✗", claims.NO_DATA: "–"}
+
+
+def _lines(text: str) -> str:
+    return "<br>".join(h(line) for line in text.splitlines())
+
+
+def _claims_section(run: Run) -> Section:
+    s = Section("claims", "Claims")
+    if run.spec_raw is None:
+        s.omitted = f"no {SPEC_FILE} in the run directory, so no claims to judge."
+        return s
+    stated = run.claims
+    if not stated:
+        s.omitted = "the spec states no qualitative claims (claims:)."
+        return s
+    v = claims.judge_all(stated, run.table)
+    rows = []
+    for _, r in v.iterrows():
+        verdict = r["verdict"] + (" (within seed spread)" if r["within_spread"] and r["verdict"] != claims.NO_DATA
+                                  else "")
+        rows.append(
+            f"<tr><th class='row'>{h(r['text'])}</th><td class='l'>{h(r['kind'])}, {h(r['metric'])} on"
+            f" {h(r['eval_set'])}</td><td class='verdict {CLAIM_CLASS[r['verdict']]}'>{CLAIM_MARK[r['verdict']]}"
+            f" {h(verdict)}</td><td class='l'>{_lines(r['numbers']) or '<span class=na>–</span>'}</td>"
+            f"<td class='l'>{_lines(r['detail'])}</td><td class='l'>{h(r['source'])}</td></tr>"
+        )
+    lede = ("<p class='lede'>The study's qualitative claims, judged from its rows: per cell (e.g. per target count)"
+            " on the means over seeds. A claim within seed spread keeps its verdict, but one seed std (or a"
+            " disagreeing seed) could flip it. A claim that does not hold is a result, not a bug.</p>")
+    s.body = (lede + "<div class='scroll'><table><thead><tr><th>claim</th><th>kind</th><th>verdict</th>"
+              "<th>numbers</th><th>detail</th><th>source</th></tr></thead><tbody>" + "".join(rows)
+              + "</tbody></table></div>")
     return s
 
 
@@ -432,6 +530,7 @@ def render(run: Run, tau: float = 0.95) -> str:
         _depth_section(run, figs),
         _tables_section(run),
         _verdicts_section(run),
+        _claims_section(run),
         _search_section(run, figs),
         _breakdown_section(run),
     ]

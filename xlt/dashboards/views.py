@@ -240,18 +240,29 @@ def _series_name(row: pd.Series, prefix_keys: Iterable[str]) -> str:
     return f"{prefix}: {base}" if prefix else base
 
 
-def _learning_agg(df: pd.DataFrame) -> pd.DataFrame:
+def learning_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Every trial's final target-language score with its series (target only, +English), target
+    count and seed: what learning curves aggregate and extrapolation fits. Empty unless a QA study
+    varies the target count."""
     final = final_rows(df)
     final = final[final["target_count"].notna()]
+    cols = ["eval_set", "series", "with_english", "target_count", "seed", "trial_id", "f1", "exact_match"]
     if study_task(df) != "qa" or final["target_count"].nunique() < 2:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=cols)
     rows = _target_rows(final).copy()
     if rows.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=cols)
     prefix = [k for k in ("model", "train_mode") if rows[k].nunique(dropna=True) > 1]
     rows["with_english"] = rows["with_english"].eq(True)
     rows["series"] = [_series_name(r, prefix) for _, r in rows.iterrows()]
     rows["target_count"] = rows["target_count"].astype(int)
+    return rows[cols].reset_index(drop=True)
+
+
+def _learning_agg(df: pd.DataFrame) -> pd.DataFrame:
+    rows = learning_points(df)
+    if rows.empty:
+        return pd.DataFrame()
     agg = rows.groupby(["eval_set", "series", "with_english", "target_count"], sort=True).agg(
         f1_mean=("f1", "mean"), f1_std=("f1", "std"), f1_min=("f1", "min"), f1_max=("f1", "max"),
         em_mean=("exact_match", "mean"), n=("f1", "size"), seeds=("seed", "nunique"),

@@ -45,7 +45,8 @@ def predict_file(model_dir: str | Path, data: str | Path, *, device: torch.devic
     from transformers import AutoModelForQuestionAnswering
 
     from xlt.tokenization import load_tokenizer
-    from xlt.train.qa import EvalSet, pick_device, predict
+    from xlt.train.evaluation import EvalSet, predict
+    from xlt.train.trial import pick_device
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():

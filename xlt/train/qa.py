@@ -22,7 +22,7 @@ from xlt.spec import DataSource, StudySpec
 from xlt.tokenization import load_tokenizer
 from xlt.train import trial
 from xlt.train.artifacts import Cached, content_key, trained_tokenizer
-from xlt.train.evaluation import EvalSet, Events, Scorer, eval_sets, f1_of, summary
+from xlt.train.evaluation import Events, Scorer, eval_sets, f1_of, summary
 from xlt.train.features_cache import cached_features, tokenizer_fingerprint
 from xlt.train.loop import BatchCursor, LoopConfig, Meter, Session, batch_compute, run_stage, shard, shared
 from xlt.train.qa_data import QAData, prepare_data
