@@ -113,7 +113,8 @@ def test_target_text_per_language():
     from xlt.spec import spec_from_dict
 
     tree = {"name": "t", "task": "adapt", "model": {"tiny": {}},
-            "data": {"english": {"synthetic": {}}, "eval": [{"lang": "ru", "synthetic": {}}]},
+            "data": {"english": {"synthetic": {}}, "eval": [{"lang": "en", "synthetic": {}},
+                                                             {"name": "ru", "lang": "ru", "synthetic": {}}]},
             "adapt": {"target_text": {"ru": ["a/{lang}.txt"], "zh": ["b.txt", "c.txt"]}}}
     a = spec_from_dict(tree).adapt
     assert a.target_patterns("ru") == ("a/{lang}.txt",) and a.target_patterns("zh") == ("b.txt", "c.txt")
