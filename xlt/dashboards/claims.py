@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from xlt.dashboards.views import _same, _sort_key, fmt
+from xlt.dashboards.views import _params, _same, _sort_key, fmt
 from xlt.spec import Bounds, ClaimGroup, LiftClaim, OrderClaim, RatioClaim, RowPick
 
 HOLDS, FAILS, NO_DATA = "holds", "does not hold", "not enough data"
@@ -96,16 +96,6 @@ def describe_where(where: dict[str, Any]) -> str:
         else:
             parts.append(f"{name}={fmt(want)}")
     return ", ".join(parts) or "all trials"
-
-
-def _params(text: Any) -> dict[str, Any]:
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 @dataclass
