@@ -68,16 +68,21 @@ def test_empty_training_set_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_minilm_learns_real_english_qa(tmp_path, data_dir, minilm_path):
-    """The real pretrained MiniLM, fine-tuned on a few hundred SQuAD dev questions (XQuAD paragraphs
-    removed), beats its untrained self on XQuAD-en."""
+    """The real pretrained MiniLM, fine-tuned on 1,200 SQuAD dev questions (XQuAD paragraphs
+    removed) for 120 steps, beats its untrained self on XQuAD-en.
+
+    Measured: F1 4.3 / 12.3 / 14.4 at steps 40 / 80 / 120 on 100 XQuAD-en questions. With 50 steps
+    of 400 questions it did not learn (6.7 against 5.8 untrained) once max_questions became a
+    sample across the file's articles: the first 400 questions came from a few articles that
+    share topics with XQuAD's, which had made 50 steps look enough (12.7)."""
     from xlt.data.features import build_features
     from xlt.models.load import load_qa_model
     from xlt.tokenization import load_tokenizer
     from xlt.train.evaluation import EvalSet, predict, score
     from xlt.train.qa_data import prepare_data
 
-    overrides = ["data.english.max_questions=400", "train.max_steps=50", "train.eval_every=50",
-                 "train.max_seq_length=192", "data.eval=[{name: xquad-en, lang: en, path: "
+    overrides = ["data.english.max_questions=1200", "train.max_steps=120", "train.eval_every=120",
+                 "train.max_seq_length=128", "data.eval=[{name: xquad-en, lang: en, path: "
                  "'${XLT_DATA_DIR}/qa/xquad/xquad.en.json', max_questions: 100}]"]
     code, out, err = run_cli("trial", str(ROOT / "studies/xquad_minilm_cpu.yaml"), "--out", str(tmp_path / "run"),
                              *overrides)
@@ -90,11 +95,13 @@ def test_minilm_learns_real_english_qa(tmp_path, data_dir, minilm_path):
     torch.manual_seed(spec.train.seed)
     model = load_qa_model(minilm_path, dropout=0.1).eval()
     src, ex = data.evals["xquad-en"]
-    ev = EvalSet("xquad-en", "en", "xlt", ex, build_features(tok, ex, max_seq_length=192, doc_stride=128, train=False))
+    t = spec.train
+    ev = EvalSet("xquad-en", "en", "xlt", ex,
+                 build_features(tok, ex, max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, train=False))
     untrained = score(ev, predict(model, ev, batch_size=32, max_answer_length=30, pad_id=0,
                                   device=torch.device("cpu")))["f1"]
     print(f"MiniLM XQuAD-en F1: untrained {untrained:.2f}, fine-tuned {trained:.2f}")
-    assert trained > untrained + 3
+    assert trained > untrained + 5
 
 
 def test_non_finite_logits_at_evaluation_are_divergence():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.helpers import tiny_qa_study
+from xlt.errors import XltError
 from xlt.spec import spec_from_dict
 from xlt.study import rundir
 from xlt.train.loop import BatchCursor, Session, shard
@@ -171,3 +172,27 @@ def test_answer_rule_reaches_every_evaluation(monkeypatch):
     rows = run(tiny(max_steps=2, answer_rule="pipeline"))
     assert len(seen) == 2 and set(seen) == {"pipeline"}  # one evaluation (step 2, the last), 2 eval sets
     assert rows and all(0 <= r["f1"] <= 100 for r in rows)
+
+
+def test_a_run_directory_from_before_a_key_was_retired_still_resumes(tmp_path):
+    """A spec.json written before train.checkpoint became train.save_model and train.n_best went
+    away is read as this version writes it, so `--resume` accepts the run (same hash); a study
+    file with the old keys is still refused."""
+    import json
+
+    from xlt.spec import load_spec, migrate_saved
+
+    study = tmp_path / "s.yaml"
+    study.write_text("name: t\nmodel: {tiny: {layers: 2}}\ndata:\n  english: {lang: en, synthetic: {n: 10}}\n"
+                     "  eval: [{name: dev, lang: en, synthetic: {n: 5, split: dev}}]\ntrain: {save_model: false}\n")
+    spec = load_spec(study)
+    old = spec.model_dump(mode="json")
+    old["train"]["checkpoint"] = old["train"].pop("save_model")
+    old["train"]["n_best"] = 20
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / rundir.SPEC).write_text(json.dumps(old))
+    assert spec_from_dict(migrate_saved(old)).hash() == spec.hash()
+    rundir.check(out, spec, resume=True)  # no error: the same study
+    with pytest.raises(XltError, match="train.checkpoint: renamed to train.save_model"):
+        spec_from_dict(old)

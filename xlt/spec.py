@@ -591,6 +591,25 @@ RETIRED = {
     "train.checkpoint": "renamed to train.save_model (it only ever controlled saving the final model)",
     "train.n_best": "removed: span decoding is exact over the whole band, so nothing bounds it",
 }
+# what a retired key became (None: nothing), for specs an earlier xlt saved in a run directory
+RETIRED_TO = {"train.checkpoint": "train.save_model", "train.n_best": None}
+
+
+def migrate_saved(tree: dict[str, Any]) -> dict[str, Any]:
+    """A spec an earlier xlt wrote (a run directory's spec.json) as this version writes it: a
+    user's study file with a retired key is an error, but a run made before the rename must still
+    resume (its trials ran with the same settings under the old names)."""
+    tree = copy.deepcopy(tree)
+    for dotted, new in RETIRED_TO.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            value = node.pop(leaf)
+            if new is not None:
+                set_path(tree, new, value)
+    return tree
 
 
 def _retired(tree: dict[str, Any]) -> str | None:

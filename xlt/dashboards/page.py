@@ -23,7 +23,7 @@ import pandas as pd
 from xlt import __version__, layout, results
 from xlt.dashboards import claims, extrapolation, figures, views
 from xlt.errors import XltError
-from xlt.spec import Claim, Expected, StudySpec, spec_from_dict
+from xlt.spec import Claim, Expected, StudySpec, migrate_saved, spec_from_dict
 
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
@@ -118,7 +118,7 @@ def _read_spec(run: Run) -> None:
         raise XltError(f"{file}: a study spec must be a JSON object, got {type(raw).__name__}")
     run.spec_raw = raw
     try:
-        run.spec = spec_from_dict(raw, str(file))
+        run.spec = spec_from_dict(migrate_saved(raw), str(file))
     except XltError as e:
         # A run made by another xlt version: show what can be read rather than nothing.
         run.notes.append(f"{SPEC_FILE} does not validate against this xlt's StudySpec ({e}); read as plain JSON.")

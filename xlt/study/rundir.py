@@ -16,7 +16,7 @@ from typing import Any
 
 from xlt import layout, results
 from xlt.errors import XltError
-from xlt.spec import StudySpec
+from xlt.spec import StudySpec, migrate_saved
 
 SPEC, RUN, STATUS, DONE = layout.SPEC, layout.RUN, layout.STATUS, layout.DONE
 # `xlt run` refuses to start with less free space than this on the run directory's filesystem
@@ -57,9 +57,11 @@ def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
     if saved is None:
         raise XltError(f"{out}: not a run directory of xlt run (no {SPEC}); choose another --out")
     try:
-        old = StudySpec.model_validate(saved)
-    except Exception:
-        raise XltError(f"{out}/{SPEC}: not a spec this xlt version reads; choose another --out") from None
+        old = StudySpec.model_validate(migrate_saved(saved))
+    except Exception as e:
+        why = str(e).splitlines()[1:3] if str(e).count("\n") else [str(e)]
+        raise XltError(f"{out}/{SPEC}: not a spec this xlt version reads ({' '.join(w.strip() for w in why)}); "
+                       "choose another --out") from None
     if old.name != spec.name:
         raise XltError(f"{out}: holds study '{old.name}', not '{spec.name}': choose another --out to run it")
     if old.hash() != spec.hash():

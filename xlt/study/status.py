@@ -35,11 +35,11 @@ def _value(rows: list[dict[str, Any]], metric: str, primary: str | None) -> floa
 def _primary_of(spec: dict[str, Any] | None, default: str | None):
     """params -> the trial's primary eval set (an adaptation trial's depends on its target
     language); `default` when the spec cannot say."""
-    from xlt.spec import StudySpec, trial_spec
+    from xlt.spec import StudySpec, migrate_saved, trial_spec
     from xlt.study.space import primary_set
 
     try:
-        study = StudySpec.model_validate(spec)
+        study = StudySpec.model_validate(migrate_saved(spec or {}))
     except Exception:  # a spec.json from another xlt version: the study-wide set
         return lambda params: default
 
