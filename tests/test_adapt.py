@@ -201,6 +201,14 @@ def test_pipeline_step3_keeps_token_embeddings_and_step2_curve(tmp_path, method)
     assert list(curve.step) == [0, 2, 4] and (curve.method == method).all()
     assert curve.flops_stage.is_monotonic_increasing and curve.flops_train.is_monotonic_increasing
     assert df[df.is_final].eval_set.tolist() == ["ru-dev"]
+    # each step measured on its own: held-out masked LM on the target text at every step-2
+    # evaluation, step 1's on English (one value: measured before the swap), and the English QA
+    # model on the target set with its own vocabulary
+    assert curve.mlm_loss.gt(0).all() and curve.mlm_accuracy.between(0, 100).all()
+    assert curve.mlm_loss.nunique() > 1  # step 2 changes what the held-out text scores
+    assert curve.source_mlm_loss.gt(0).all() and curve.source_mlm_accuracy.nunique() == 1
+    base = df[df.stage == "source_vocab"]
+    assert base.eval_set.tolist() == ["ru-dev"] and base.step.tolist() == [0] and base.mlm_loss.isna().all()
     # a second trial with the same step-1/step-3 inputs reuses the artifacts instead of recomputing
     step3_dir = tmp_path / "run/artifacts/step3"
     before = step3_dir.stat().st_mtime_ns  # a trial that trains step 3 writes (or races to write) an entry here
@@ -242,3 +250,32 @@ def test_base_large_and_mini_post_at_every_depth_share_one_primary_and_one_step3
     first = {n: s.flops_train - s.flops_stage for n, s in step3.items()}
     assert (first["post1"] > first["large"]).all() and (first["post2"] > first["post1"]).all()
     assert step3["large"].flops_stage.tolist() == step3["post1"].flops_stage.tolist()
+
+
+def test_mlm_score_is_the_training_loss_and_top1_accuracy(tok):
+    """mlm_score's loss is the mean masked cross-entropy the training loss computes, on a fixed
+    masking (the same positions every call), and its accuracy counts argmax hits."""
+    from xlt.data.synthetic import make_text
+    from xlt.models.minimodel import mlm_score
+
+    body = tiny_body(layers=2, vocab=len(tok))
+    model = MaskedLM(body, {2: new_head(body.config)}).eval()
+    rows = mlm.pack(tok, make_text("ru", 60, 1), 16)
+    batches = mlm.fixed_masked(rows, tok, batch_size=len(rows), probability=0.3)
+    again = mlm.fixed_masked(rows, tok, batch_size=len(rows), probability=0.3)
+    assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(batches, again))
+    got = mlm_score(model, batches)
+    b = batches[0]
+    with torch.no_grad():
+        loss = model(b["input_ids"], b["attention_mask"], b["labels"])
+        (logits, target), = model.head_logits(b["input_ids"], b["attention_mask"], b["labels"]).values()
+    assert got["mlm_loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert got["mlm_accuracy"] == pytest.approx(100 * float((logits.argmax(-1) == target).float().mean()))
+
+
+def test_hold_out_is_seeded_disjoint_and_at_most_a_tenth():
+    lines = [f"line {i}" for i in range(100)]
+    train, held = mlm.hold_out(lines, 400, seed=0)
+    assert len(held) == 10 and not set(train) & set(held) and len(train) + len(held) == 100
+    assert mlm.hold_out(lines, 400, seed=0) == (train, held) and mlm.hold_out(lines, 400, seed=1)[1] != held
+    assert mlm.hold_out(lines, 0, seed=0) == (lines, [])

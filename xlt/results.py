@@ -70,6 +70,12 @@ COLUMNS: dict[str, str] = {
     "is_best": "bool",  # the point validated mode keeps
     "is_final": "bool",  # the trial's final score for this eval set
     "train_loss": "float",
+    # adaptation, step-2 rows: masked-LM loss / top-1 accuracy (%) on held-out text through the
+    # model step 2 trains; on the target text as it stands, and on English before the swap (step 1's)
+    "mlm_loss": "float",
+    "mlm_accuracy": "float",
+    "source_mlm_loss": "float",
+    "source_mlm_accuracy": "float",
     # provenance
     "spec_hash": "str",
     "xlt_version": "str",

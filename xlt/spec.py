@@ -239,6 +239,9 @@ class AdaptSpec(_Strict):
     tokenizer_kind: Literal["wordpiece", "unigram"] = "wordpiece"
     embedding_init: Literal["random", "copy_shared"] = "copy_shared"
     mlm_probability: float = Field(0.15, gt=0, lt=1)
+    # lines of each text held out of steps 1 and 2 (at most a tenth): the held-out masked-LM loss
+    # and accuracy on step-2 rows say how well each step learned; 0: none
+    mlm_heldout_lines: int = Field(400, ge=0)
     step1: AdaptStep = AdaptStep()
     step2: AdaptStep = AdaptStep(steps=400, lr=1e-3)
     eval_every: int = Field(100, ge=1)  # step-2 steps between downstream evaluations

@@ -71,3 +71,26 @@ def mlm_batches(rows: torch.Tensor, tokenizer, *, batch_size: int, probability: 
             inputs, labels = mask_tokens(ids, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
                                          special_ids=special, probability=probability, generator=g)
             yield {"input_ids": inputs, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def hold_out(lines: Sequence[str], n: int, seed: int) -> tuple[list[str], list[str]]:
+    """(lines to train on, `n` held-out lines): a seeded choice, so every trial of a study holds
+    out the same lines (at most a tenth of them)."""
+    n = min(n, len(lines) // 10)
+    order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed)).tolist()
+    out = set(order[:n])
+    return [ln for i, ln in enumerate(lines) if i not in out], [lines[i] for i in sorted(out)]
+
+
+def fixed_masked(rows: torch.Tensor, tokenizer, *, batch_size: int, probability: float,
+                 seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """One pass over `rows`, masked once with a fixed seed: the same held-out positions at every
+    evaluation, so two scores differ only by the model."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(rows), batch_size):
+        ids = rows[i:i + batch_size]
+        inputs, labels = mask_tokens(ids, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+                                     special_ids=tokenizer.all_special_ids, probability=probability, generator=g)
+        out.append({"input_ids": inputs, "attention_mask": torch.ones_like(ids), "labels": labels})
+    return out

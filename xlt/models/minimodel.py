@@ -77,17 +77,42 @@ class MaskedLM(nn.Module):
         self.heads = nn.ModuleDict({str(i): h for i, h in heads.items()})
 
     def forward(self, input_ids, attention_mask, labels, token_type_ids=None) -> torch.Tensor:
+        loss = torch.zeros((), device=input_ids.device)
+        for logits, target in self.head_logits(input_ids, attention_mask, labels).values():
+            loss = loss + F.cross_entropy(logits, target)
+        return loss
+
+    def head_logits(self, input_ids, attention_mask, labels) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per head: (logits (M, V), targets (M,)) at the M masked positions (labels != -100)."""
         top = len(layer_list(self.body))
         need_all = any(int(i) != top for i in self.heads)
         out = self.body(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_all)
         masked = labels != -100  # (B, S)
         target = labels[masked]  # (M,)
         emb = token_embedding(self.body).weight
-        loss = torch.zeros((), device=input_ids.device)
+        logits = {}
         for i, head in self.heads.items():
             h = out.hidden_states[int(i)] if int(i) != top else out.last_hidden_state  # (B, S, H)
-            loss = loss + F.cross_entropy(head(h[masked], emb), target)  # head on M positions only
-        return loss
+            logits[i] = (head(h[masked], emb), target)  # head on M positions only
+        return logits
+
+
+@torch.no_grad()
+def mlm_score(model: MaskedLM, batches) -> dict[str, float]:
+    """Masked-LM loss (mean cross-entropy per masked token) and top-1 accuracy of a one-head
+    model over `batches`: how well step 1 and step 2 learned, on text neither trained on."""
+    was_training = model.training
+    model.eval()
+    loss, correct, n = 0.0, 0, 0
+    device = token_embedding(model.body).weight.device
+    for b in batches:
+        (logits, target), = model.head_logits(b["input_ids"].to(device), b["attention_mask"].to(device),
+                                              b["labels"].to(device)).values()
+        loss += float(F.cross_entropy(logits.float(), target, reduction="sum"))
+        correct += int((logits.argmax(-1) == target).sum())
+        n += len(target)
+    model.train(was_training)
+    return {"mlm_loss": loss / max(n, 1), "mlm_accuracy": 100.0 * correct / max(n, 1)}
 
 
 def new_head(config) -> MLMHead:

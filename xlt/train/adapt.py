@@ -12,6 +12,12 @@
     step 4  the step-2 embeddings and the target tokenizer swapped into the step-3 model,
             evaluated zero-shot on target QA: every `eval_every` step-2 steps and at the end
 
+Each step is measured on its own, so a trial that shows no lift says which step failed: step-2
+rows carry the held-out masked-LM loss and accuracy on the target text (mlm_*) and, before the
+swap, on English through the same model (source_mlm_*: step 1's); step-3 rows are English F1;
+one `source_vocab` event scores the English QA model on the target sets with its own vocabulary,
+the score the swap must beat (the step-0 step-2 row is the swapped model before step 2).
+
 Steps 1 and 3 do not depend on the target language or on step 2, so they are cached by a
 hash of what produced them and shared by every trial that needs them. MiniPost's primary is
 BaseLarge's (its English phase does not depend on k): one primary and one step 3 serve
@@ -27,7 +33,8 @@ import itertools
 import random
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,7 @@ from xlt.models.minimodel import (
     freeze,
     layer_list,
     mini_body,
+    mlm_score,
     new_head,
     pretrained_head,
     set_token_embedding,
@@ -308,12 +316,21 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     source_tok = source_tokenizer(spec, cache, step1, text, data)
     s1 = cached_step1(spec, step1, cache, source_tok, text, meter, device, session)
     qa = cached_step3(spec, cache, s1, source_tok, data, text, report, base, meter, device, session)
+    # before the swap: step 1's English masked LM through the model step 2 trains, and the English
+    # QA model with its own vocabulary on the target sets (what adaptation has to beat)
+    source_mlm = prefixed("source_", mlm_score(step2_model(s1, a.method, a.depth),
+                                               heldout_batches(source_tok, text.source_heldout, spec)))
+    if resumes(session, "step2") is None:
+        Events("source_vocab", base, meter, report).record(
+            LoopState(), target_scorer(spec, qa, source_tok, data, meter, device)(), epoch=None)
     # one target vocabulary per target text: trials comparing methods or depths share it
     target_tok = trained_tokenizer(cache, text.target, a.vocab_size, kind=a.tokenizer_kind)
     model = step2_trainable(spec, s1, source_tok, target_tok, device)
     scorer = step4_scorer(spec, qa, model, target_tok, data, meter, device)
     events = Events("step2", base, meter, report)
-    run_step2(spec, model, target_tok, text.target, events, scorer, meter, device, session)
+    target_heldout = heldout_batches(target_tok, text.target_heldout, spec)
+    run_step2(spec, model, target_tok, text.target, events, scorer, meter, device, session,
+              columns=lambda: {**source_mlm, **mlm_score(model, target_heldout)})
 
     final = events.final(-1)
     report(final)
@@ -324,19 +341,41 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
 
 @dataclass
 class AdaptText:
-    """The English text of step 1, the target text of step 2, and the source text's identity."""
+    """The English text of step 1 and the target text of step 2 (without their held-out lines),
+    the held-out lines, and the source text's identity."""
 
     source: list[str]
     target: list[str]
-    id: Any  # what the step-1 cache key knows of the source text: its files' fingerprint
+    id: Any  # what the step-1 cache key knows of the source text: its files' fingerprint, the hold-out
+    source_heldout: list[str] = field(default_factory=list)
+    target_heldout: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, spec: StudySpec) -> AdaptText:
         a, seed = spec.adapt, spec.train.seed
         assert a is not None
         text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
-        return cls(_lines(spec, a.source_text, "en", seed),
-                   _lines(spec, a.target_patterns(a.target_lang), a.target_lang, seed + 1, a.target_text_fraction), text_id)
+        # held out before anything trains on the text (the target tokenizer too); a fixed seed, not
+        # the trial's: trials with other seeds are scored on the same lines
+        source, source_heldout = mlm.hold_out(_lines(spec, a.source_text, "en", seed), a.mlm_heldout_lines, 0)
+        target, target_heldout = mlm.hold_out(
+            _lines(spec, a.target_patterns(a.target_lang), a.target_lang, seed + 1, a.target_text_fraction),
+            a.mlm_heldout_lines, 1)
+        return cls(source, target, (text_id, len(source_heldout)) if source_heldout else text_id,
+                   source_heldout, target_heldout)
+
+
+def heldout_batches(tokenizer, lines: list[str], spec: StudySpec) -> list[dict[str, torch.Tensor]]:
+    """The held-out lines as masked batches of step 2's shape, masked once (empty: no lines)."""
+    a = spec.adapt
+    assert a is not None
+    if not lines:
+        return []
+    try:
+        rows = mlm.pack(tokenizer, lines, a.step2.max_seq_length)
+    except XltError:  # fewer held-out tokens than one sequence: nothing to score
+        return []
+    return mlm.fixed_masked(rows, tokenizer, batch_size=a.step2.batch_size, probability=a.mlm_probability)
 
 
 def source_tokenizer(spec: StudySpec, cache: ArtifactCache, step1: Cached, text: AdaptText, data: QAData):
@@ -466,28 +505,39 @@ def step2_plan(model: MaskedLM) -> compute.Plan:
 def step4_scorer(spec: StudySpec, qa, step2: MaskedLM, target_tok, data: QAData, meter: Meter,
                  device: torch.device) -> Scorer:
     """Step 4: the QA model reading the embeddings step 2 trains, scored on the target eval sets."""
-    a, t = spec.adapt, spec.train
-    assert a is not None
     qa.base_model.set_input_embeddings(step2.body.get_input_embeddings())
     qa.config.vocab_size = len(target_tok)
+    return target_scorer(spec, qa, target_tok, data, meter, device)
+
+
+def target_scorer(spec: StudySpec, qa, tokenizer, data: QAData, meter: Meter, device: torch.device) -> Scorer:
+    """The QA model scored on the target-language eval sets, read with `tokenizer`."""
+    a, t = spec.adapt, spec.train
+    assert a is not None
     qa.eval()
     window = dict(max_seq_length=t.max_seq_length, doc_stride=t.doc_stride, max_query_length=t.max_query_length)
     target = {n: v for n, v in data.evals.items() if v[0].lang == a.target_lang}  # the spec makes sure of one
-    sets = eval_sets(spec, target, lambda ex: F.build_features(target_tok, ex, train=False, **window))
+    sets = eval_sets(spec, target, lambda ex: F.build_features(tokenizer, ex, train=False, **window))
     shape = compute.EncoderShape.from_config(qa.config.to_dict())
     plan = compute.Plan(embeddings=False, layers=(False,) * shape.layers, head=False, head_kind="qa")
-    return Scorer(qa, sets, t, target_tok, device, meter, shape, plan)
+    return Scorer(qa, sets, t, tokenizer, device, meter, shape, plan)
+
+
+def prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + k: v for k, v in d.items()}
 
 
 def run_step2(spec: StudySpec, model: MaskedLM, target_tok, lines: list[str], events: Events, scorer: Scorer,
-              meter: Meter, device: torch.device, session: Session) -> None:
+              meter: Meter, device: torch.device, session: Session,
+              columns: Callable[[], dict[str, Any]] = dict) -> None:
     """Step 2 by MLM on target text, with a step-4 evaluation at step 0 (the un-adapted baseline:
-    target tokenizer, initial embeddings), every `adapt.eval_every` steps and at the end."""
+    target tokenizer, initial embeddings), every `adapt.eval_every` steps and at the end;
+    `columns()` adds to each evaluation's rows (the held-out masked-LM scores)."""
     a, t = spec.adapt, spec.train
     assert a is not None
 
     def evaluate(state: LoopState) -> float:
-        return events.record(state, scorer(), epoch=None)[0]["f1"]
+        return events.record(state, scorer(), epoch=None, columns=columns())[0]["f1"]
 
     saved = resumes(session, "step2")
     if saved is not None:

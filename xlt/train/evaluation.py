@@ -104,13 +104,14 @@ class Events:
     rows: list[list[dict[str, Any]]] = field(default_factory=list)
 
     def record(self, state: LoopState, scores: list[tuple[EvalSet, dict[str, Any]]],
-               epoch: float | None) -> list[dict[str, Any]]:
-        """One evaluation event's rows (a row per eval set), reported."""
+               epoch: float | None, columns: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One evaluation event's rows (a row per eval set, `columns` added to each), reported."""
         snap = self.meter.snapshot(self.stage)
         rows = [{**self.base, **snap, "stage": self.stage, "event": len(self.rows), "step": state.step,
                  "epoch": epoch, "eval_set": ev.name, "eval_lang": ev.lang, "metric_mode": s["mode"],
                  "exact_match": s["exact_match"], "f1": s["f1"], "n_examples": s["n"],
-                 "train_loss": state.last_loss, "is_best": False, "is_final": False, "time": time.time()}
+                 "train_loss": state.last_loss, "is_best": False, "is_final": False, "time": time.time(),
+                 **(columns or {})}
                 for ev, s in scores]
         self.rows.append(rows)
         self.report(rows)
