@@ -263,7 +263,7 @@ def test_mlm_score_is_the_training_loss_and_top1_accuracy(tok):
     rows = mlm.pack(tok, make_text("ru", 60, 1), 16)
     batches = mlm.fixed_masked(rows, tok, batch_size=len(rows), probability=0.3)
     again = mlm.fixed_masked(rows, tok, batch_size=len(rows), probability=0.3)
-    assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(batches, again))
+    assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(batches, again, strict=True))
     got = mlm_score(model, batches)
     b = batches[0]
     with torch.no_grad():

@@ -115,10 +115,12 @@ def _trial(args) -> int:
     from xlt.spec import load_spec, parse_override
 
     spec = load_spec(args.study, args.overrides)
+    from xlt import lock
     from xlt.train.trial import run_trial_local
 
     out = Path(args.out or f"runs/{spec.name}-trial")
-    summary = run_trial_local(spec, out, params=dict(parse_override(o) for o in args.overrides))
+    with lock.held(out, "xlt trial"):  # two trials into one directory would interleave their rows
+        summary = run_trial_local(spec, out, params=dict(parse_override(o) for o in args.overrides))
     print(json.dumps(summary, indent=1))
     return 0
 

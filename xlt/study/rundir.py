@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xlt import layout, results
+from xlt import layout, lock, results
 from xlt.errors import XltError
 from xlt.spec import StudySpec, migrate_saved
 
@@ -47,7 +47,7 @@ def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
     the run to resume, or None for a new run."""
     if out.exists() and not out.is_dir():
         raise XltError(f"{out}: not a directory; choose another --out")
-    busy = out.exists() and any(out.iterdir())
+    busy = out.exists() and any(not p.name.startswith(lock.LOCK) for p in out.iterdir())
     if busy and not resume:
         raise XltError(f"{out}: run directory exists and is not empty: add --resume to continue it, "
                        "or choose another --out")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlt import layout
+from xlt import layout, lock
 from xlt.errors import XltError
 from xlt.spec import StudySpec
 from xlt.study import rundir
@@ -196,6 +196,11 @@ def run_study(spec: StudySpec, opts: RunOptions) -> int:
     opts.out = opts.out.resolve()
     old_run = rundir.check(opts.out, spec, opts.resume)
     rundir.check_storage(opts.out)  # an unwritable or full run directory fails here, before Ray starts
+    with lock.held(opts.out, "xlt run"):  # one driver per run directory
+        return _locked(spec, opts, old_run)
+
+
+def _locked(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> int:
     from xlt.study import space
 
     space.check(spec)
