@@ -196,3 +196,20 @@ def test_a_run_directory_from_before_a_key_was_retired_still_resumes(tmp_path):
     rundir.check(out, spec, resume=True)  # no error: the same study
     with pytest.raises(XltError, match="train.checkpoint: renamed to train.save_model"):
         spec_from_dict(old)
+
+
+@pytest.mark.parametrize("override, named", [
+    ({"train": {"lr": 0.01}}, "train.lr: 0.003 -> 0.01"),
+    ({"search": {"space": {"train.lr": [0.001, 0.003]}}}, 'search.space.train.lr: (absent) -> {"choice": [0.001, 0.003]}'),
+])
+def test_resume_with_a_changed_study_names_the_first_key_that_differs(tmp_path, override, named):
+    from xlt.spec import apply_overrides
+
+    tree = tiny_qa_study(train=16, dev=4, max_steps=2)
+    spec = spec_from_dict(tree)
+    out = tmp_path / "run"
+    rundir.create(out, spec, None)
+    changed = spec_from_dict(apply_overrides(tree, {k: {**tree.get(k, {}), **v} for k, v in override.items()}))
+    with pytest.raises(XltError, match="different spec") as e:
+        rundir.check(out, changed, resume=True)
+    assert named in str(e.value), str(e.value)

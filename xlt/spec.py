@@ -486,11 +486,34 @@ class StudySpec(_Strict):
         """What the trial is, not where it ran: identical trials in two run directories hash alike.
         Claims judge the rows and change nothing a trial does, so a study's claims can be edited
         without losing `--resume`."""
-        tree = self.model_dump(mode="json", exclude={"cache_dir", "claims"})
-        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self._hashed(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def _hashed(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"cache_dir", "claims"})
+
+    def first_difference(self, other: StudySpec) -> str | None:
+        """The first key (dotted, in the spec's order) whose value differs in what `hash` covers:
+        `train.lr: 0.0001 -> 0.0003`; None when the two hash alike."""
+        return _first_difference(self._hashed(), other._hashed(), "")
 
     def resolve_path(self, path: str) -> Path:
         return Path(expand_vars(path))
+
+
+def _first_difference(a: Any, b: Any, at: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = _first_difference(a.get(key, _MISSING), b.get(key, _MISSING), f"{at}.{key}" if at else key)
+            if found:
+                return found
+        return None
+    if a == b:
+        return None
+    def show(v: Any) -> str:
+        if isinstance(v, dict):  # a model's unset fields say nothing
+            v = {k: x for k, x in v.items() if x is not None}
+        return "(absent)" if v is _MISSING else json.dumps(v, default=str)[:80]
+    return f"{at or '(the spec)'}: {show(a)} -> {show(b)}"
 
 
 def _check_path(spec: StudySpec, dotted: str) -> None:

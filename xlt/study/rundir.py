@@ -65,8 +65,8 @@ def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
     if old.name != spec.name:
         raise XltError(f"{out}: holds study '{old.name}', not '{spec.name}': choose another --out to run it")
     if old.hash() != spec.hash():
-        raise XltError(f"{out}: study '{spec.name}' there was run with a different spec (hash {old.hash()}, "
-                       f"now {spec.hash()}): same file and overrides to resume, or another --out")
+        raise XltError(f"{out}: study '{spec.name}' there was run with a different spec ({old.first_difference(spec)}): "
+                       "same file and overrides to resume, or another --out")
     return read_json(out / RUN)
 
 
