@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--out", default=None, help="file or directory (default: dashboards/<study>.html)")
 
+    s = sub.add_parser("publish", help="a finished run's table, spec, verdicts and page screenshot, as they ship in studies/results/")
+    s.add_argument("run_dir")
+    s.add_argument("--to", default=None, help="directory (default: studies/results/<study>)")
+    s.add_argument("--study", default=None, help="the study file whose claims to ship (must hash like the run's spec)")
+    s.add_argument("--no-screenshot", action="store_true", help="skip the headless-Chromium screenshot")
+
     s = sub.add_parser("estimate", help="planned trials and predicted FLOPs / device-hours of a study (no torch)")
     s.add_argument("study")
     s.add_argument("overrides", nargs="*", metavar="key.path=value")
@@ -202,6 +208,13 @@ def _dashboard(args) -> int:
     return 0
 
 
+def _publish(args) -> int:
+    from xlt.dashboards.publish import publish
+
+    print(f"xlt: published {args.run_dir} -> {publish(args.run_dir, args.to, study=args.study, shot=not args.no_screenshot)}")
+    return 0
+
+
 def _estimate(args) -> int:
     from xlt.spec import load_spec
     from xlt.study.estimate import estimate, format_estimate
@@ -260,7 +273,7 @@ def _bench(args) -> int:
     return 0
 
 
-_COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "predict": _predict, "flops": _flops, "dashboard": _dashboard,
+_COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "predict": _predict, "flops": _flops, "dashboard": _dashboard, "publish": _publish,
              "estimate": _estimate, "run": _run, "status": _status,
              "bench": _bench}
 

@@ -124,11 +124,12 @@ def check_storage(out: Path) -> None:
 
 
 def create(out: Path, spec: StudySpec, run: dict[str, Any] | None) -> dict[str, Any]:
-    """Write spec.json and run.json (kept as they are when resuming)."""
+    """Write spec.json and run.json (run.json kept as it is when resuming; spec.json rewritten, as
+    what the hash leaves out, claims, may have been edited since, and an older xlt's keys migrated)."""
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SPEC, spec.model_dump(mode="json"))
     if run is not None:
         return run
-    write_json(out / SPEC, spec.model_dump(mode="json"))
     run = {"run_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "study": spec.name, "spec_hash": spec.hash(),
            "created": time.time()}
     write_json(out / RUN, run)
