@@ -33,7 +33,7 @@ import itertools
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,35 +121,68 @@ def _lines(spec: StudySpec, patterns: tuple[str, ...], lang: str, seed: int, fra
 # ---------------------------------------------------------------- MLM training with metering
 
 
+@dataclass
+class MLMStage:
+    """Masked-LM training as a loop stage (loop.Stage): packed text masked by a seeded stream
+    (this rank's share of one global order), metered per batch. The stream is replayed to a
+    restored state's position (making masked batches is cheap); `evaluate` and the events it
+    records (`extra_state`/`load_extra`) are step 2's, and only then does it checkpoint."""
+
+    name: str
+    stream: Iterator[dict[str, torch.Tensor]]
+    shape: compute.EncoderShape
+    plan: compute.Plan
+    meter: Meter
+    session: Session
+    evaluator: Callable[[LoopState], float | None] | None = None
+    extra_state: Callable[[], dict[str, Any]] = dict
+    load_extra: Callable[[dict[str, Any]], None] = lambda saved: None
+
+    @property
+    def checkpoint(self) -> bool:
+        return self.evaluator is not None
+
+    def batches(self, state: LoopState) -> Iterator[dict[str, torch.Tensor]]:
+        stream = itertools.islice(self.stream, state.micro * self.session.world_size, None)
+        return shard(stream, self.session, self.on_batch)
+
+    def loss(self, model, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(b["input_ids"], b["attention_mask"], b["labels"])
+
+    def on_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        masked = int((batch["labels"] != -100).sum())
+        flops, real, padded = batch_compute(self.shape, self.plan, batch["attention_mask"], train=True,
+                                            mlm_positions=max(1, masked))
+        self.meter.add_train(self.name, flops, real, padded, len(batch["input_ids"]))
+
+    def evaluate(self, state: LoopState) -> float | None:
+        return self.evaluator(state) if self.evaluator is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.extra_state()
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.load_extra(saved)
+
+
 def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, plan: compute.Plan, stage: str,
               meter: Meter, device: torch.device, seed: int, mlm_probability: float,
               evaluate=None, eval_every: int | None = None, session: Session | None = None,
-              checkpoint_extra=None) -> None:
+              extra_state: Callable[[], dict[str, Any]] = dict,
+              load_extra: Callable[[dict[str, Any]], None] = lambda saved: None) -> None:
     """MLM steps on packed `lines`. The spec's `steps` count batches of `batch_size`: with W ranks,
     each optimizer step takes W of them from one global stream, so the data seen, and the
-    evaluation points, do not depend on W. `checkpoint_extra()` is saved with each checkpoint
-    (evaluations are the checkpoint points)."""
+    evaluation points, do not depend on W. With `evaluate`, the stage checkpoints at each
+    evaluation, `extra_state()` beside the weights (`load_extra` restores it)."""
     session = session or Session()
     world = session.world_size
     rows = mlm.pack(tokenizer, lines, step.max_seq_length)
     stream = mlm.mlm_batches(rows, tokenizer, batch_size=step.batch_size, probability=mlm_probability, seed=seed)
     shape = compute.EncoderShape.from_config(model.body.config.to_dict())
-
-    def on_batch(batch: dict[str, torch.Tensor]) -> None:
-        masked = int((batch["labels"] != -100).sum())
-        flops, real, padded = batch_compute(shape, plan, batch["attention_mask"], train=True, mlm_positions=max(1, masked))
-        meter.add_train(stage, flops, real, padded, len(batch["input_ids"]))
-
     cfg = LoopConfig(total_steps=derived.mlm_steps(step.steps, world), lr=step.lr, warmup=0.05, weight_decay=0.0,
                      eval_every=derived.mlm_steps(eval_every, world) if eval_every else None)
-    def resumed(saved, state):
-        # replay the seeded stream to where the checkpoint stood: making masked batches is cheap
-        return shard(itertools.islice(stream, state.micro * world, None) if saved else stream, session, on_batch)
-
-    run_stage(model, resumed, cfg, stage=stage, session=session, meter=meter, device=device,
-              loss_fn=lambda m, b: m(b["input_ids"], b["attention_mask"], b["labels"]), on_batch=on_batch,
-              evaluate=evaluate or (lambda state: None), checkpoint=evaluate is not None,
-              checkpoint_extra=checkpoint_extra)
+    run_stage(model, MLMStage(stage, stream, shape, plan, meter, session, evaluate, extra_state, load_extra), cfg,
+              session=session, meter=meter, device=device)
 
 
 def _mlm_plan(n_layers: int, trainable_layers: tuple[bool, ...], *, embeddings: bool, head: bool,
@@ -539,11 +572,9 @@ def run_step2(spec: StudySpec, model: MaskedLM, target_tok, lines: list[str], ev
     def evaluate(state: LoopState) -> float:
         return events.record(state, scorer(), epoch=None, columns=columns())[0]["f1"]
 
-    saved = resumes(session, "step2")
-    if saved is not None:
-        events.load_state_dict(saved)
-    else:
+    if resumes(session, "step2") is None:
         evaluate(LoopState())
     train_mlm(model, target_tok, lines, a.step2, plan=step2_plan(model),
               stage="step2", meter=meter, device=device, seed=t.seed + 2, mlm_probability=a.mlm_probability,
-              evaluate=evaluate, eval_every=a.eval_every, session=session, checkpoint_extra=events.state_dict)
+              evaluate=evaluate, eval_every=a.eval_every, session=session, extra_state=events.state_dict,
+              load_extra=events.load_state_dict)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -240,32 +240,58 @@ def restore(saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
     return LoopState(**saved["loop"])
 
 
-def run_stage(model: torch.nn.Module, stream: Callable[[dict[str, Any] | None, LoopState], Iterator[Any]],
-              cfg: LoopConfig, *, stage: str, session: Session, meter: Meter, device: torch.device,
-              loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
-              on_batch: Callable[[dict[str, torch.Tensor]], None], evaluate: Callable[[LoopState], float | None],
-              checkpoint: bool = True, checkpoint_extra: Callable[[], dict[str, Any]] | None = None,
-              ) -> tuple[LoopState, dict[str, Any] | None]:
+class Stage(Protocol):
+    """What `run_stage` trains, and everything of it a checkpoint must hold besides the model,
+    optimizer, schedule and meter: the stage owns its resume state, so `run_stage` alone restores
+    and checkpoints it. `checkpoint`: whether the stage saves one at its evaluations."""
+
+    name: str
+
+    @property
+    def checkpoint(self) -> bool: ...
+
+    def batches(self, state: LoopState) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's batches from where `state` stands (a fresh or a restored state)."""
+        ...
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def on_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """Sees every batch this rank trains on (the meter)."""
+        ...
+
+    def evaluate(self, state: LoopState) -> float | None:
+        """The evaluation's validation score (None: nothing to validate on)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None: ...
+
+
+def run_stage(model: torch.nn.Module, stage: Stage, cfg: LoopConfig, *, session: Session, meter: Meter,
+              device: torch.device) -> tuple[LoopState, dict[str, Any] | None]:
     """One resumable training stage: its optimizer and schedule, a restore when `session` resumes
-    inside `stage`, a checkpoint after each evaluation (with `checkpoint_extra()`), and the loop.
-    `stream(saved, state)` makes the batches, from where checkpoint `saved` stood when it is not
-    None. Returns the final state and the checkpoint the stage resumed from."""
+    inside the stage (model, optimizer, schedule, meter, then the stage's own state), a checkpoint
+    after each evaluation, and the loop. Returns the final state and the checkpoint the stage
+    resumed from."""
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = linear_schedule(optimizer, cfg.total_steps, cfg.warmup)
     state = LoopState()
-    saved = resumes(session, stage)
+    saved = resumes(session, stage.name)
     if saved is not None:
         state = restore(saved, model, optimizer, scheduler, meter)
+        stage.load_state_dict(saved)
     after_eval = None
-    if session.on_event is not None and checkpoint:
+    if session.on_event is not None and stage.checkpoint:
         def after_eval(st: LoopState) -> None:
-            extra = checkpoint_extra() if checkpoint_extra else {}
+            extra = stage.state_dict()
             on_event = session.on_event
             assert on_event is not None
-            on_event(lambda: capture(stage, model, optimizer, scheduler, st, meter, **extra))
-    state = train_loop(session.wrap(model) if session.wrap else model, stream(saved, state), cfg, device=device,
-                       loss_fn=loss_fn, on_batch=on_batch, evaluate=evaluate, state=state, optimizer=optimizer,
-                       scheduler=scheduler, after_eval=after_eval, hooks=session.hooks)
+            on_event(lambda: capture(stage.name, model, optimizer, scheduler, st, meter, **extra))
+    state = train_loop(session.wrap(model) if session.wrap else model, stage.batches(state), cfg, device=device,
+                       loss_fn=stage.loss, on_batch=stage.on_batch, evaluate=stage.evaluate, state=state,
+                       optimizer=optimizer, scheduler=scheduler, after_eval=after_eval, hooks=session.hooks)
     return state, saved
 
 

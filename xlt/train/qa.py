@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,17 @@ from xlt.train import trial
 from xlt.train.artifacts import Cached, content_key, trained_tokenizer
 from xlt.train.evaluation import Events, Scorer, eval_sets, f1_of, summary
 from xlt.train.features_cache import cached_features, tokenizer_fingerprint
-from xlt.train.loop import BatchCursor, LoopConfig, Meter, Session, batch_compute, run_stage, shard, shared
+from xlt.train.loop import (
+    BatchCursor,
+    LoopConfig,
+    LoopState,
+    Meter,
+    Session,
+    batch_compute,
+    run_stage,
+    shard,
+    shared,
+)
 from xlt.train.qa_data import QAData, prepare_data
 from xlt.train.trial import Report, TrialInfo
 
@@ -121,6 +132,51 @@ def qa_plan(model) -> tuple[compute.EncoderShape, compute.Plan]:
     return shape, plan
 
 
+@dataclass
+class QAStage:
+    """QA fine-tuning as a loop stage (loop.Stage): length-grouped windows from one resumable
+    global order (this rank's share), the span loss, and the evaluation events on the eval sets;
+    its resume state is the events so far and the order's position."""
+
+    name: str
+    feats: F.Features
+    pad_id: int
+    shape: compute.EncoderShape
+    plan: compute.Plan
+    meter: Meter
+    session: Session
+    log: Events
+    cursor: BatchCursor
+    scorer: Scorer
+    validation: str
+    epoch: Callable[[int], float]
+    checkpoint: bool = True
+
+    def batch(self, rows) -> dict[str, torch.Tensor]:
+        return F.collate(self.feats, rows, self.pad_id, train=True)
+
+    def batches(self, state: LoopState) -> Iterator[dict[str, torch.Tensor]]:
+        for rows in shard(self.cursor, self.session, lambda rows: self.on_batch(self.batch(rows))):
+            yield self.batch(rows)
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).loss
+
+    def on_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        flops, real, padded = batch_compute(self.shape, self.plan, batch["attention_mask"], train=True)
+        self.meter.add_train(self.name, flops, real, padded, len(batch["input_ids"]))
+
+    def evaluate(self, state: LoopState) -> float:
+        return f1_of(self.log.record(state, self.scorer(), epoch=self.epoch(state.micro)), self.validation)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.log.state_dict(), "cursor": self.cursor.state()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.log.load_state_dict(saved)
+        self.cursor.load(saved["cursor"])
+
+
 def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                 evals: dict[str, tuple[DataSource, list[Example]]], report: Report, base: dict[str, Any],
                 meter: Meter, *, device: torch.device, stage: str, validation: str | None = None,
@@ -144,31 +200,12 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
                      grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, eval_every=schedule.eval_every,
                      patience=t.patience if t.mode == "validated" else None)
     validation = validation or spec.data.validation_set.label
-    pad_id = tokenizer.pad_token_id or 0
-    cursor = BatchCursor(lambda rng: F.length_grouped_batches(feats.lengths, t.batch_size, rng), t.seed)
     log = Events(stage, base, meter, report, [] if events is None else events)
-    scorer = Scorer(model, sets, t, tokenizer, device, meter, shape, plan)
-
-    def on_batch(batch: dict[str, torch.Tensor]) -> None:
-        flops, real, padded = batch_compute(shape, plan, batch["attention_mask"], train=True)
-        meter.add_train(stage, flops, real, padded, len(batch["input_ids"]))
-
-    def batches() -> Iterator[dict[str, torch.Tensor]]:
-        for rows in shard(cursor, session, lambda rows: on_batch(F.collate(feats, rows, pad_id, train=True))):
-            yield F.collate(feats, rows, pad_id, train=True)
-
-    def stream(saved, state) -> Iterator[dict[str, torch.Tensor]]:
-        if saved is not None:  # now, not at the first batch: a stage restored after its last evaluation takes none
-            log.load_state_dict(saved)
-            cursor.load(saved["cursor"])
-        return batches()
-
-    def evaluate(state) -> float:
-        return f1_of(log.record(state, scorer(), epoch=schedule.epoch(state.micro, world)), validation)
-
-    state, _ = run_stage(model, stream, cfg, stage=stage, session=session, meter=meter, device=device,
-                         loss_fn=lambda m, batch: m(**batch).loss, on_batch=on_batch, evaluate=evaluate,
-                         checkpoint_extra=lambda: {**log.state_dict(), "cursor": cursor.state()})
+    qa = QAStage(stage, feats, tokenizer.pad_token_id or 0, shape, plan, meter, session, log,
+                 BatchCursor(lambda rng: F.length_grouped_batches(feats.lengths, t.batch_size, rng), t.seed),
+                 Scorer(model, sets, t, tokenizer, device, meter, shape, plan), validation,
+                 lambda micro: schedule.epoch(micro, world))
+    state, _ = run_stage(model, qa, cfg, session=session, meter=meter, device=device)
     kept = (max(range(len(log.rows)), key=lambda i: f1_of(log.rows[i], validation)) if t.mode == "validated"
             else len(log.rows) - 1)
     final = log.final(kept, Scorer(model, late_sets, t, tokenizer, device, meter, shape, plan)())
