@@ -5,6 +5,13 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_calibration(tmp_path_factory):
+    """Measured throughput lives in the user's cache (xlt calibrate): tests price studies with the
+    assumptions the README states, whatever this machine measured."""
+    os.environ["XLT_CACHE_DIR"] = str(tmp_path_factory.mktemp("xlt-cache"))
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The shared real data (../shared/data); tests that need it skip without it."""

@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--study", default=None, help="the study file whose claims to ship (must hash like the run's spec)")
     s.add_argument("--no-screenshot", action="store_true", help="skip the headless-Chromium screenshot")
 
+    s = sub.add_parser("calibrate", help="measure this device's training/evaluation FLOP/s for xlt estimate")
+    s.add_argument("study", nargs="?", default=None, help="the study whose model shape, batch and window to time "
+                   "(default: BERT-base, 16 x 256)")
+    s.add_argument("overrides", nargs="*", metavar="key.path=value")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: the study's per worker, else 1)")
+    s.add_argument("--steps", type=int, default=6, help="training steps timed (after one warm-up)")
+
     s = sub.add_parser("estimate", help="planned trials and predicted FLOPs / device-hours of a study (no torch)")
     s.add_argument("study")
     s.add_argument("overrides", nargs="*", metavar="key.path=value")
@@ -215,6 +222,18 @@ def _publish(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from xlt.spec import load_spec
+
+    spec = load_spec(args.study, args.overrides) if args.study else None
+    if args.threads is not None and args.threads < 1 or args.steps < 1:
+        raise XltError("xlt calibrate: --threads and --steps must be >= 1")
+    from xlt.bench.calibrate import calibrate
+
+    calibrate(spec, steps=args.steps, threads=args.threads)
+    return 0
+
+
 def _estimate(args) -> int:
     from xlt.spec import load_spec
     from xlt.study.estimate import estimate, format_estimate
@@ -274,7 +293,7 @@ def _bench(args) -> int:
 
 
 _COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "predict": _predict, "flops": _flops, "dashboard": _dashboard, "publish": _publish,
-             "estimate": _estimate, "run": _run, "status": _status,
+             "estimate": _estimate, "calibrate": _calibrate, "run": _run, "status": _status,
              "bench": _bench}
 
 

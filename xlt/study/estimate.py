@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlt import compute, derived
+from xlt import calibration, compute, derived
 from xlt.data.squad import read_squad_file, select
 from xlt.errors import XltError
 from xlt.spec import (
@@ -272,11 +272,36 @@ def _step1_key(spec: StudySpec, method: str) -> str:
                       sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Throughput:
+    train: float  # FLOP/s of training
+    eval: float  # FLOP/s of evaluation (forward only)
+    source: str  # "study" | "measured" | "assumed"
+    detail: str = ""
+
+
+def throughput(spec: StudySpec, kind: str) -> Throughput:
+    """The study's `throughput:` (evaluation assumed 3x faster), else what `xlt calibrate` measured
+    on this machine for the study's threads per worker, else the assumed default."""
+    if kind in spec.throughput:
+        return Throughput(spec.throughput[kind], 3 * spec.throughput[kind], "study")
+    threads = calibration.study_threads(spec)
+    m = calibration.measured(kind, threads)
+    if m is not None:
+        return Throughput(m["train_flops_per_s"], m["eval_flops_per_s"], "measured",
+                          f"{m.get('device', kind)}, {threads} thread(s), {m.get('model_shape', '?')}")
+    return Throughput(DEFAULT_THROUGHPUT[kind], 3 * DEFAULT_THROUGHPUT[kind], "assumed")
+
+
 def estimate(spec: StudySpec) -> dict[str, Any]:
     """Every planned trial's cost (each charged all it uses, shared steps included) and the
     study's: a step that trials share through the artifact cache is computed once."""
     kind = "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
-    throughput = spec.throughput.get(kind, DEFAULT_THROUGHPUT[kind])
+    rate = throughput(spec, kind)
+
+    def hours(train: float, evals: float) -> float:
+        return (train / rate.train + evals / rate.eval) / 3600
+
     rows: list[dict[str, Any]] = []
     once: dict[tuple[str, str], float] = {}
     for params in planned_trials(spec):
@@ -284,21 +309,26 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
         shared = cost.pop("shared", [])
         for stage, key, flops in shared:
             once.setdefault((stage, key), flops)
-        hours = (cost["flops_train"] + cost["flops_eval"] / 3) / throughput / 3600  # inference runs ~3x faster
-        rows.append({"params": params, **cost, "device_hours": hours,
+        rows.append({"params": params, **cost, "device_hours": hours(cost["flops_train"], cost["flops_eval"]),
                      "_own": cost["flops_train"] - sum(f for _, _, f in shared)})
     attributed = sum(r["flops_train"] for r in rows)
     paid = sum(r.pop("_own") for r in rows) + sum(once.values())
     evals = sum(r["flops_eval"] for r in rows)
-    return {"study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": throughput,
+    return {"study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
+            "eval_throughput_flops_per_s": rate.eval, "throughput_source": rate.source,
+            "throughput_detail": rate.detail,
             "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
-            "flops_eval": evals, "device_hours": (paid + evals / 3) / throughput / 3600,
+            "flops_eval": evals, "device_hours": hours(paid, evals),
             "device_hours_attributed": sum(r["device_hours"] for r in rows)}
 
 
 def format_estimate(est: dict[str, Any]) -> str:
+    source = {"study": "the study's `throughput:`",
+              "measured": f"measured by xlt calibrate: {est.get('throughput_detail', '')}",
+              "assumed": "assumed: `xlt calibrate` measures it"}[est.get("throughput_source", "assumed")]
     lines = [f"study {est['study']}: {est['n_trials']} trials on {est['device_kind']} "
-             f"(throughput {est['throughput_flops_per_s']:.2g} FLOP/s; set `throughput` in the study to change)"]
+             f"(throughput {est['throughput_flops_per_s']:.2g} FLOP/s training, "
+             f"{est.get('eval_throughput_flops_per_s', 3 * est['throughput_flops_per_s']):.2g} evaluation; {source})"]
     for i, r in enumerate(est["trials"][:50]):
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
         lines.append(f"  trial {i:>3}  {r['flops_train']:9.3g} train FLOPs  {r['device_hours']:8.3g} "
