@@ -67,3 +67,16 @@ def test_publish_takes_a_screenshot_when_chromium_is_there(tmp_path):
     assert code == 0, err
     png = (tmp_path / "s" / SCREENSHOT).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_a_table_written_before_the_added_columns_still_reads(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tests.test_dashboards import learning_curve_rows
+    from xlt import results
+
+    results.write_table(tmp_path, learning_curve_rows())
+    old = pq.read_table(tmp_path / results.TABLE).drop_columns(list(results.ADDED))
+    pq.write_table(old, tmp_path / results.TABLE)
+    table = results.read_table(tmp_path)
+    assert set(results.ADDED) <= set(table.columns) and table[list(results.ADDED)].isna().all().all()

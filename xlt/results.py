@@ -86,6 +86,10 @@ COLUMNS: dict[str, str] = {
 }
 
 
+# columns added within schema version 1: a table written before them reads with them empty
+ADDED = ("mlm_loss", "mlm_accuracy", "source_mlm_loss", "source_mlm_accuracy")
+
+
 def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     unknown = set(row) - set(COLUMNS)
     if unknown:
@@ -170,6 +174,9 @@ def read_table(path: str | Path):  # -> pandas.DataFrame
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise XltError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+    for c in ADDED:
+        if c not in table.column_names:
+            table = table.append_column(c, pa.nulls(len(table), pa.float64()))
     missing = [c for c in COLUMNS if c not in table.column_names]
     version = table.column("schema_version")[0].as_py() if "schema_version" in table.column_names and len(table) else None
     if missing or (version is not None and version != SCHEMA_VERSION):
