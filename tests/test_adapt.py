@@ -1,5 +1,7 @@
 """Invariants of mini-model adaptation, on tiny models (seconds)."""
 
+import json
+
 import pytest
 import torch
 
@@ -279,3 +281,37 @@ def test_hold_out_is_seeded_disjoint_and_at_most_a_tenth():
     assert len(held) == 10 and not set(train) & set(held) and len(train) + len(held) == 100
     assert mlm.hold_out(lines, 400, seed=0) == (train, held) and mlm.hold_out(lines, 400, seed=1)[1] != held
     assert mlm.hold_out(lines, 0, seed=0) == (lines, [])
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "torn_meta"])
+def test_a_damaged_step3_entry_is_moved_aside_and_rebuilt(tmp_path, damage):
+    """The cache writes checksums with every entry and checks them on first read: a bit-flipped
+    or truncated weight file or a torn meta.json is reported in one line, moved aside and built
+    again, and the trial's rows come out as from an undamaged cache."""
+    from tests.helpers import run_cli
+    from xlt import results
+
+    study = tmp_path / "a.yaml"
+    study.write_text(TINY_ADAPT, encoding="utf-8")
+    cache = tmp_path / "cache"
+    code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / "run"), f"cache_dir={cache}")
+    assert code == 0, err
+    entry = next((cache / "step3").glob("[!.]*"))
+    weights = entry / "model.safetensors"
+    if damage == "flipped":
+        blob = bytearray(weights.read_bytes())
+        blob[len(blob) // 2] ^= 0x10
+        weights.write_bytes(bytes(blob))
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    else:
+        (entry / "meta.json").write_text('{"flops": 1.0, "ev')
+    code, _, err = run_cli("trial", str(study), "--out", str(tmp_path / "again"), f"cache_dir={cache}")
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "is damaged" in ln]
+    assert len(lines) == 1 and f"step3/{entry.name}" in lines[0] and "building it again" in lines[0], err
+    cols = ["stage", "event", "eval_set", "f1", "exact_match"]
+    first, again = (results.read_table(tmp_path / d).sort_values(cols[:3])[cols].reset_index(drop=True)
+                    for d in ("run", "again"))
+    assert first.equals(again)
+    assert (entry / "meta.json").exists() and "_files" in json.loads((entry / "meta.json").read_text())

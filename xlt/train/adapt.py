@@ -436,6 +436,7 @@ def cached_step1(spec: StudySpec, entry: Cached, cache: ArtifactCache, tokenizer
     assert a is not None
 
     def build() -> tuple[Step1, dict[str, Any]]:
+        torch.manual_seed(spec.train.seed)  # the same step 1 whatever the trial did before
         before = meter.flops_by_stage.get("step1", 0.0)
         if a.method != primary_method(a.method):
             bl = spec.model_copy(update={"adapt": a.model_copy(update={"method": primary_method(a.method)})})
@@ -478,6 +479,9 @@ def cached_step3(spec: StudySpec, cache: ArtifactCache, s1: Step1, tokenizer, da
     english = {n: v for n, v in data.evals.items() if v[0].lang == "en"}
 
     def build():
+        # seeded here, not by what ran before: a step 3 built after a cached step 1 (or rebuilt
+        # after damage) is the step 3 any trial would have built
+        torch.manual_seed(spec.train.seed)
         qa = qa_from_body(s1.body).to(device)
         freeze(qa.get_input_embeddings())  # step 4 swaps them out: the body must not co-adapt with them
         before, start = meter.flops_by_stage.get("step3", 0.0), meter.running()
@@ -572,6 +576,7 @@ def run_step2(spec: StudySpec, model: MaskedLM, target_tok, lines: list[str], ev
     def evaluate(state: LoopState) -> float:
         return events.record(state, scorer(), epoch=None, columns=columns())[0]["f1"]
 
+    torch.manual_seed(t.seed + 2)  # dropout's stream: the same whether steps 1 and 3 were built or loaded
     if resumes(session, "step2") is None:
         evaluate(LoopState())
     train_mlm(model, target_tok, lines, a.step2, plan=step2_plan(model),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +37,36 @@ def file_fingerprint(paths: list[str]) -> list[tuple[str, int, str]]:
     return out
 
 
+def _digests(root: Path) -> dict[str, list[Any]]:
+    """Relative path -> [size, sha256] of every file under `root` but meta.json."""
+    out: dict[str, list[Any]] = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.name != "meta.json":
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+            out[str(f.relative_to(root))] = [f.stat().st_size, h.hexdigest()]
+    return out
+
+
+def damage(path: Path, meta: dict[str, Any]) -> str | None:
+    """What is wrong with an artifact against the checksums written with it (None: nothing). An
+    entry from before checksums were written has none to check."""
+    want = meta.get("_files")
+    if want is None:
+        return None
+    have = _digests(path)
+    for name, (size, digest) in want.items():
+        if name not in have:
+            return f"{name} is missing"
+        if have[name][0] != size:
+            return f"{name} has {have[name][0]} bytes, {size} were written"
+        if have[name][1] != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
 # A writer holds its temporary directory only while it writes the files (seconds to minutes;
 # training happens before): one untouched this long belongs to a killed writer.
 STALE_SECONDS = 6 * 3600
@@ -44,16 +75,38 @@ STALE_SECONDS = 6 * 3600
 class ArtifactCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._verified: set[tuple[str, int]] = set()
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def get(self, kind: str, key: str) -> tuple[Path, dict[str, Any]] | None:
+        """The artifact and its metadata; None when there is none, or when it is damaged (a torn
+        meta.json, a file truncated or changed since it was written): then it is moved aside with
+        a line saying so, and the caller builds it again. Verified once per process and entry."""
         p = self.path(kind, key)
-        meta = p / "meta.json"
-        if not meta.exists():
+        meta_file = p / "meta.json"
+        if not meta_file.exists():
             return None
-        return p, json.loads(meta.read_text())
+        try:
+            meta = json.loads(meta_file.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as e:
+            self._damaged(kind, key, f"meta.json is unreadable ({str(e).splitlines()[0]})")
+            return None
+        stamp = (str(p), meta_file.stat().st_mtime_ns)
+        if stamp not in self._verified:
+            why = damage(p, meta)
+            if why:
+                self._damaged(kind, key, why)
+                return None
+            self._verified.add(stamp)
+        return p, meta
+
+    def _damaged(self, kind: str, key: str, why: str) -> None:
+        print(f"xlt: cache: {kind}/{key} is damaged ({why}): moved aside, building it again", file=sys.stderr)
+        self.discard(kind, key)
 
     def put(self, kind: str, key: str, write: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
         """`write(tmp_dir)` fills the directory and returns its metadata."""
@@ -62,7 +115,8 @@ class ArtifactCache:
         self.sweep(kind)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
         try:
-            meta = write(tmp)
+            meta = {**write(tmp)}
+            meta["_files"] = _digests(tmp)  # checked on every first read: a damaged copy is rebuilt
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             for _ in range(2):
                 try:

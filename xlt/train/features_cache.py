@@ -95,7 +95,7 @@ def cached_features(cache: ArtifactCache | None, tokenizer, examples: Sequence[E
     def write(tmp: Path) -> dict[str, Any]:
         F.save_features(feats, tmp / FILE)
         return {"windows": len(feats), "tokens": sum(feats.lengths), "examples": len(examples), "train": train,
-                **window, "sha256": _sha256(tmp / FILE)}
+                **window}
 
     try:
         cache.put(KIND, key, write)
@@ -105,12 +105,10 @@ def cached_features(cache: ArtifactCache | None, tokenizer, examples: Sequence[E
 
 
 def _load(path: Path, meta: dict[str, Any], n_examples: int) -> F.Features | None:
-    """The entry's features, or None (with a warning) when it is damaged or does not match its
-    metadata: an entry that fails to load is rebuilt, never half-used."""
+    """The entry's features, or None (with a warning) when they do not match its metadata: an
+    entry that fails to load is rebuilt, never half-used. (Its bytes were checked against the
+    checksums written with it when the cache found it: a flipped bit would load as other ids.)"""
     try:
-        # safetensors checks the header and sizes, not the bytes: a flipped bit would load as other ids
-        if _sha256(path / FILE) != meta["sha256"]:
-            raise ValueError("checksum differs from meta.json")
         feats = F.load_features(path / FILE)
         if (len(feats) != meta["windows"] or sum(feats.lengths) != meta["tokens"]
                 or meta["examples"] != n_examples or any(not 0 <= i < n_examples for i in feats.example_index)):
@@ -119,11 +117,3 @@ def _load(path: Path, meta: dict[str, Any], n_examples: int) -> F.Features | Non
         print(f"xlt: features cache entry {path} is damaged ({e}); rebuilding it", file=sys.stderr)
         return None
     return feats
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
