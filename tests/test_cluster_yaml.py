@@ -58,3 +58,12 @@ def test_nodes_install_xlt_and_pin_ray(config):
     assert "torch==" in setup and "-e ~/xlt" in setup
     assert f"ray[default,tune,train]=={ray.__version__}" in setup  # client and cluster must match
     assert config["file_mounts"].get("~/xlt") == "."
+
+
+def test_every_node_and_shell_uses_rays_token_auth_with_a_token_from_home(config):
+    for cmds in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        start = next(c for c in cmds if "ray start" in c)
+        assert "RAY_AUTH_MODE=token" in start.split("ray start")[0], start
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"  # the user's, not the repo's
+    assert "export RAY_AUTH_MODE=token" in "\n".join(config["setup_commands"])  # `xlt run` on a node
+    assert not (ROOT / ".ray").exists()

@@ -90,7 +90,12 @@ def connect(address: str | None) -> bool:
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise XltError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+            # a cluster with token authentication refuses a driver without its token the same way
+            # (the reason is only in Ray's C++ log), so say what to check
+            token = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+                "; if the cluster uses Ray's token authentication, set RAY_AUTH_MODE=token and give the "
+                "token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+            raise XltError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}{token}") from None
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, **quiet)
     return True
