@@ -173,9 +173,15 @@ def _draw(p, rng: random.Random) -> Any:
     return rng.uniform(*p.range)
 
 
+def _eval_flops(shape: compute.EncoderShape, evals: list[DataSize], plan: compute.Plan) -> float:
+    """Forward FLOPs of one evaluation of each of `evals`."""
+    return sum(compute.forward_flops(shape, round(e.questions * e.windows), round(e.window_tokens), plan) for e in evals)
+
+
 def _qa_flops(spec: StudySpec, shape: compute.EncoderShape, train: list[tuple[int, DataSize]],
-              evals: list[DataSize], embeddings_trainable: bool = True) -> tuple[float, float, int]:
-    """(training FLOPs, evaluation FLOPs, steps) of a QA stage on `train` ((questions, their size) per source)."""
+              evals: list[tuple[DataSource, DataSize]], embeddings_trainable: bool = True) -> tuple[float, float, int]:
+    """(training FLOPs, evaluation FLOPs, steps) of a QA stage on `train` ((questions, their size) per
+    source): eval sets scored at every evaluation, and those with `evaluate: final` once."""
     t = spec.train
     windows = sum(n * size.windows for n, size in train)
     seq = sum(n * size.windows * size.window_tokens for n, size in train) / max(1.0, windows)
@@ -184,9 +190,9 @@ def _qa_flops(spec: StudySpec, shape: compute.EncoderShape, train: list[tuple[in
     plan = compute.Plan(embeddings=embeddings_trainable, layers=(True,) * shape.layers, head=True, head_kind="qa")
     flops = steps * t.grad_accum * compute.train_step_flops(shape, t.batch_size, max(1, round(seq)), plan)
     n_evals = derived.n_evaluations(steps, schedule.eval_every)
-    per_eval = sum(compute.forward_flops(shape, round(e.questions * e.windows), round(e.window_tokens), plan)
-                   for e in evals)
-    return flops, per_eval * n_evals, steps
+    every = _eval_flops(shape, [size for src, size in evals if src.evaluate == "every"], plan)
+    final = _eval_flops(shape, [size for src, size in evals if src.evaluate == "final"], plan)
+    return flops, every * n_evals + final, steps
 
 
 def _mlm_flops(shape: compute.EncoderShape, layers: tuple[bool, ...], step, *, embeddings: bool, head: bool,
@@ -202,7 +208,7 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     cfg = model_config(spec)
     shape = compute.EncoderShape.from_config(cfg)
     d = spec.data
-    evals = [data_size(e, spec) for e in d.eval]
+    evals = [(e, data_size(e, spec)) for e in d.eval]
     train: list[tuple[int, DataSize]] = []
     if d.target is not None:
         size = data_size(d.target, spec)
@@ -215,7 +221,8 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     # (model, English set, training settings), then the target subset alone
     if spec.task == "qa" and english is not None and d.english_mix == "sequential" and train and train[0][0] > 0:
         fixed = spec.model_copy(update={"train": spec.train.model_copy(update={"mode": "fixed", "eval_every": 10**9})})
-        first, first_eval, _ = _qa_flops(fixed, shape, [(english.questions, english)], evals[:1])
+        validation = [(src, size) for src, size in evals if src.label == d.validation_set.label]
+        first, first_eval, _ = _qa_flops(fixed, shape, [(english.questions, english)], validation)
         flops, evals_flops, steps = _qa_flops(spec, shape, train, evals)
         key = json.dumps([spec.model.model_dump(mode="json"), d.english.model_dump(mode="json"),  # type: ignore[union-attr]
                           fixed.train.model_dump(mode="json")], sort_keys=True)
@@ -253,7 +260,13 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     run = {"base_large": n, "mini_joint": k, "mini_post": k + 1, "base_small": k}[a.method]
     vocab_shape = compute.EncoderShape(**{**vars(shape), "layers": run, "vocab": a.vocab_size})
     step2 = _mlm_flops(vocab_shape, (False,) * run, a.step2, embeddings=True, head=False, **target)
-    step3, evals_flops, _ = _qa_flops(spec, small, train, evals, embeddings_trainable=False)
+    # step 3 scores the English sets at its evaluations; step 4 the target sets once with the source
+    # vocabulary (the source_vocab event), at step 0, every eval_every step-2 steps and at the end
+    step3, step3_evals, _ = _qa_flops(spec, small, train, [(src, size) for src, size in evals if src.lang == "en"],
+                                      embeddings_trainable=False)
+    frozen = compute.Plan(embeddings=False, layers=(False,) * small.layers, head=False, head_kind="qa")
+    step4 = _eval_flops(small, [size for src, size in evals if src.lang == a.target_lang], frozen)
+    evals_flops = step3_evals + step4 * (2 + derived.n_evaluations(a.step2.steps, a.eval_every))
     # what trials share through the artifact cache (xlt.train.adapt): step 1 per method and
     # depth, MiniPost's on top of BaseLarge's primary, and step 3 per primary
     primary = primary_method(a.method)
