@@ -80,3 +80,16 @@ def test_a_table_written_before_the_added_columns_still_reads(tmp_path):
     pq.write_table(old, tmp_path / results.TABLE)
     table = results.read_table(tmp_path)
     assert set(results.ADDED) <= set(table.columns) and table[list(results.ADDED)].isna().all().all()
+
+
+def test_a_torn_results_table_is_rebuilt_from_the_row_log(tmp_path, capsys):
+    from tests.test_dashboards import learning_curve_rows
+    from xlt import results
+
+    rows = learning_curve_rows()
+    results.append_rows(tmp_path, rows)
+    good = results.write_table(tmp_path).read_bytes()
+    (tmp_path / results.TABLE).write_bytes(good[: len(good) // 2])  # torn mid-write by a crash elsewhere
+    table = results.read_table(tmp_path)
+    assert len(table) == len(rows) and "rebuilt from rows.jsonl" in capsys.readouterr().err
+    assert (tmp_path / results.TABLE).read_bytes() == good

@@ -173,7 +173,16 @@ def read_table(path: str | Path):  # -> pandas.DataFrame
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise XltError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+        log = path.with_name(ROWS_LOG)
+        if not log.exists():
+            raise XltError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+        # the table is compacted from the log: a torn or corrupt copy is rebuilt, nothing is lost
+        import sys
+
+        print(f"xlt: {path}: not a readable parquet file ({str(e).splitlines()[0]}); rebuilt from {ROWS_LOG}",
+              file=sys.stderr)
+        write_table(path.parent)
+        table = pq.read_table(path)
     for c in ADDED:
         if c not in table.column_names:
             table = table.append_column(c, pa.nulls(len(table), pa.float64()))
