@@ -120,3 +120,16 @@ def test_the_check_catches_a_page_that_needs_the_network(tmp_path):
     rendered, console = open_in_chromium(page, tmp_path, tmp_path / "cdn.png")
     assert rendered == {"fig-a": False}
     assert any("Plotly is not defined" in line for line in console)
+
+
+def test_comparison_page_renders_offline(tmp_path):
+    from tests.test_compare import run_rows
+    from xlt.dashboards.compare import compare_dashboard
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    runs = [str(fake_run(tmp_path / d, run_rows("demo", finals), optuna_trials=0))
+            for d, finals in (("a", [40.0, 50.0]), ("b", [44.0, 46.0]))]
+    page = compare_dashboard(runs, str(tmp_path / "compare.html"))
+    assert expected_figures(page) == ["fig-compare-best-so-far"]
+    check_page(page, tmp_path, "compare")

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="predictions file (default: standard output)")
 
     s = sub.add_parser("dashboard", help="write the study's offline HTML dashboard from a run directory")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", nargs="+", help="a run directory; several: one page comparing them")
     s.add_argument("--out", default=None, help="file or directory (default: dashboards/<study>.html)")
 
     s = sub.add_parser("publish", help="a finished run's table, spec, verdicts and page screenshot, as they ship in studies/results/")
@@ -209,9 +209,14 @@ def _flops(args) -> int:
 
 
 def _dashboard(args) -> int:
+    if len(args.run_dir) > 1:
+        from xlt.dashboards.compare import compare_dashboard
+
+        print(compare_dashboard(args.run_dir, args.out))
+        return 0
     from xlt.dashboards.page import main_dashboard
 
-    print(main_dashboard(args.run_dir, args.out))
+    print(main_dashboard(args.run_dir[0], args.out))
     return 0
 
 
