@@ -128,7 +128,10 @@ def release(out: Path, me: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def held(out: Path, command: str) -> Iterator[None]:
-    """The lock for the block, its heartbeat touched every HEARTBEAT_S by a daemon thread."""
+    """The lock for the block, its heartbeat touched every HEARTBEAT_S by a daemon thread. A run
+    directory made only to hold the lock is removed again if the block wrote nothing into it (a
+    run refused before it started leaves no trace: the same --out works once the cause is fixed)."""
+    created = not out.exists()
     me = acquire(out, command)
     stop = threading.Event()
 
@@ -144,3 +147,6 @@ def held(out: Path, command: str) -> Iterator[None]:
     finally:
         stop.set()
         release(out, me)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
