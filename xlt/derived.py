@@ -60,6 +60,13 @@ def qa_windows(question_tokens: float, context_tokens: float, t: TrainSpec) -> t
     return n, q + 3 + (context_tokens + (n - 1) * t.doc_stride) / n
 
 
+def text_tokens(text: str) -> float:
+    """Tokens of `text` as estimated without a tokenizer: words x 1.3, plus one per CJK character.
+    `xlt estimate` prices text with it, and a corpus's `max_tokens` budget counts with it."""
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
+    return len(text.split()) * 1.3 + cjk
+
+
 def masked_share(max_seq_length: int, line_tokens: float) -> float:
     """The share of an MLM row's positions that masking may choose (data.mlm.pack): not the row's
     [CLS] and last [SEP], nor the [SEP] after each line of `line_tokens` tokens."""

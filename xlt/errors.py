@@ -7,3 +7,8 @@ class XltError(Exception):
 
 class TrainingDiverged(XltError):
     """The training loss became NaN or infinite: the weights are lost, the trial stops and fails."""
+
+
+class OutOfDeviceMemory(XltError):
+    """A training or evaluation step did not fit in the accelerator's memory: the trial fails in
+    one line naming the batch size that did not fit and the key that sets it."""

@@ -60,6 +60,9 @@ COLUMNS: dict[str, str] = {
     "device_seconds": "float",  # wall seconds x devices
     "device_kind": "str",  # cpu | cuda:<name> | mps
     "n_devices": "int",
+    # peak accelerator memory of the trial's process so far (torch.cuda.max_memory_allocated, bytes);
+    # None on CPU
+    "peak_memory_bytes": "int",
     # what
     "eval_set": "str",
     "eval_lang": "str",

@@ -22,7 +22,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -223,16 +225,74 @@ class AdaptStep(_Strict):
     max_seq_length: int = Field(128, ge=16)
 
 
+BUILDERS = ("text", "json", "parquet", "csv", "arrow")  # `datasets`' packaged builders: they read data_files
+
+
+class TextCorpus(_Strict):
+    """Adaptation text read through `datasets` by streaming: a hub dataset (``wikimedia/wikipedia``
+    with config ``20231101.{lang}``) or a packaged builder over files or URLs (``text`` with
+    ``data_files``: local files, or CC-100's ``https://data.statmt.org/cc-100/{lang}.txt.xz``).
+    ``{lang}`` works in dataset, config and data_files (through ``lang_codes`` where the source
+    names a language its own way). Rows are split into non-empty lines, as local files are; a
+    seeded shuffle buffer mixes them; the budget (lines, or tokens counted as `xlt estimate` counts
+    them: words x 1.3 + one per CJK character) says where reading stops, so a study reads the same
+    text whatever the tokenizer and the number of workers."""
+
+    dataset: str = Field(min_length=1)  # load_dataset's path: a hub id, or a builder (text, json, parquet, csv)
+    config: str | None = None  # load_dataset's name
+    data_files: str | tuple[str, ...] | None = None  # ${VAR}, {lang}; paths or URLs
+    split: str = "train"
+    revision: str | None = None  # a hub dataset's git revision (part of the text's identity)
+    text_field: str = Field("text", min_length=1)
+    lang_codes: dict[str, str] = {}  # what {lang} becomes per language (CC-100 names Simplified Chinese zh-Hans)
+    max_lines: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    shuffle_buffer: int = Field(10_000, ge=0)  # lines mixed by IterableDataset.shuffle; 0: stream order
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budget_and_files(self) -> TextCorpus:
+        if self.max_lines is None and self.max_tokens is None:
+            raise ValueError("give a budget: max_lines or max_tokens (a streamed corpus may be endless)")
+        if self.dataset in BUILDERS and not self.data_files:
+            raise ValueError(f"the '{self.dataset}' builder reads data_files: set data_files")
+        return self
+
+    def resolved(self, lang: str) -> dict[str, Any]:
+        """The corpus for one language: {lang} filled in everywhere it may appear."""
+        code = self.lang_codes.get(lang, lang)
+        fill = lambda s: s.replace("{lang}", code) if isinstance(s, str) else s  # noqa: E731
+        files = self.data_files
+        files = (fill(files) if isinstance(files, str) else tuple(fill(f) for f in files)) if files else None
+        return {**self.model_dump(mode="json"), "dataset": fill(self.dataset), "config": fill(self.config),
+                "data_files": files, "lang": lang}
+
+
+def _text_kind(value: Any) -> str:
+    if isinstance(value, TextCorpus) or (isinstance(value, dict) and "dataset" in value):
+        return "corpus"
+    return "per_language" if isinstance(value, dict) else "files"
+
+
+_TEXT_TAGS = ("corpus", "files", "per_language")
+SourceText = Annotated[
+    Annotated[TextCorpus, Tag("corpus")] | Annotated[tuple[str, ...], Tag("files")], Discriminator(_text_kind)]
+TargetText = Annotated[
+    Annotated[TextCorpus, Tag("corpus")] | Annotated[tuple[str, ...], Tag("files")]
+    | Annotated[dict[str, tuple[str, ...]], Tag("per_language")], Discriminator(_text_kind)]
+
+
 class AdaptSpec(_Strict):
     """Mini-model adaptation (Marchisio et al. 2023): new-language embeddings over a frozen body."""
 
     method: Literal["base_large", "mini_joint", "mini_post", "base_small"] = "mini_joint"
     depth: int = Field(4, ge=1)  # k: layers in the mini-model
     target_lang: str = "ru"
-    source_text: tuple[str, ...] = ()  # English text files (step 1)
-    # target-language text files (step 2): patterns with "{lang}" and globs, or per language
-    # ({ru: [...], zh: [...]}) where the files are not named alike
-    target_text: tuple[str, ...] | dict[str, tuple[str, ...]] = ()
+    # English text (step 1): files (patterns and globs), or a corpus read through `datasets` (TextCorpus)
+    source_text: SourceText = ()
+    # target-language text (step 2): file patterns with "{lang}" and globs, per language
+    # ({ru: [...], zh: [...]}) where the files are not named alike, or a corpus (TextCorpus, "{lang}")
+    target_text: TargetText = ()
     target_text_fraction: float = Field(1.0, gt=0, le=1)  # share of the target lines step 2 may use
     synthetic_lines: int | None = Field(None, ge=1)  # generate text instead of reading files
     vocab_size: int = Field(4000, ge=100)
@@ -246,7 +306,8 @@ class AdaptSpec(_Strict):
     step2: AdaptStep = AdaptStep(steps=400, lr=1e-3)
     eval_every: int = Field(100, ge=1)  # step-2 steps between downstream evaluations
 
-    def target_patterns(self, lang: str) -> tuple[str, ...]:
+    def target_patterns(self, lang: str) -> tuple[str, ...] | TextCorpus:
+        """Step 2's text for `lang`: file patterns, or the corpus."""
         if isinstance(self.target_text, dict):
             if lang not in self.target_text:
                 raise XltError(f"adapt.target_text: no files given for target language '{lang}'"
@@ -442,6 +503,24 @@ CLAIM_KINDS: dict[str, type[BaseModel]] = {"order": OrderClaim, "ratio": RatioCl
 Claim = Annotated[OrderClaim | RatioClaim | LiftClaim, Field(discriminator="kind")]
 
 
+class ReportedCost(_Strict):
+    """A cost a paper reports for some of a study's trials, printed by `xlt estimate` beside the
+    estimate of the same trials: in GPU-days, or as a share of BaseLarge's (adaptation studies)."""
+
+    label: str
+    where: dict[str, Any] = {}  # trial parameters (dotted search keys) that select the trials
+    stage: Literal["step2", "all"] = "all"  # the cost of step 2 alone, or of the whole trial
+    gpu_days: float | None = Field(None, gt=0)
+    share_of_base_large: float | None = Field(None, gt=0)  # the paper's cost / BaseLarge's
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _one(self) -> ReportedCost:
+        if (self.gpu_days is None) == (self.share_of_base_large is None):
+            raise ValueError("give exactly one of gpu_days and share_of_base_large")
+        return self
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -462,6 +541,7 @@ class StudySpec(_Strict):
     expected: tuple[Expected, ...] = ()
     claims: tuple[Claim, ...] = ()  # qualitative findings, judged from the rows (not part of the hash)
     throughput: dict[str, float] = {}  # device kind -> FLOP/s achieved, for `xlt estimate`
+    reported_cost: tuple[ReportedCost, ...] = ()  # the paper's costs, beside `xlt estimate`'s (not part of the hash)
 
     @model_validator(mode="after")
     def _cross(self) -> StudySpec:
@@ -489,7 +569,7 @@ class StudySpec(_Strict):
         return hashlib.sha256(json.dumps(self._hashed(), sort_keys=True).encode()).hexdigest()[:16]
 
     def _hashed(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"cache_dir", "claims"})
+        return self.model_dump(mode="json", exclude={"cache_dir", "claims", "reported_cost"})
 
     def first_difference(self, other: StudySpec) -> str | None:
         """The first key (dotted, in the spec's order) whose value differs in what `hash` covers:
@@ -685,6 +765,10 @@ def _first_error(e: ValidationError, tree: dict[str, Any]) -> str:
     if len(loc) > 2 and loc[0] == "claims" and loc[2] in CLAIM_KINDS:
         root, start = CLAIM_KINDS[loc[2]], 2
         loc = loc[:2] + loc[3:]
+    for i in range(1, len(loc)):  # adapt.target_text.corpus.max_lines -> adapt.target_text.max_lines
+        if loc[i] in _TEXT_TAGS and loc[i - 1] in ("source_text", "target_text"):
+            loc = loc[:i] + loc[i + 1:]
+            break
     path = ".".join(loc)
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":

@@ -23,6 +23,7 @@ from xlt.errors import XltError
 from xlt.spec import (
     DataSource,
     StudySpec,
+    TextCorpus,
     primary_method,
     step1_identity,
     step3_identity,
@@ -56,12 +57,21 @@ KNOWN_DATASETS: dict[str, tuple[dict[str, int], float]] = {
     "kuznetsoffandrey/sberquad": ({"train": 45328, "validation": 5036, "test": 23936}, 140.0),
     "drcd": ({"train": 26936, "validation": 3524, "test": 3493}, 460.0),
     "xquad": ({"validation": 1190}, 170.0),
+    "google/xquad": ({"validation": 1190}, 170.0),
+    # MLQA (Lewis et al. 2020) as google/xtreme's parquet configs MLQA.<context lang>.<question lang>:
+    # per-config sizes from the dataset cards; MLQA contexts are whole Wikipedia paragraphs (an assumed
+    # 200 tokens of question + context)
+    "google/xtreme:MLQA.en.en": ({"validation": 1148, "test": 11590}, 200.0),
+    "google/xtreme:MLQA.de.de": ({"validation": 512, "test": 4517}, 200.0),
+    "google/xtreme:MLQA.ar.ar": ({"validation": 517, "test": 5335}, 200.0),
+    "google/xtreme:MLQA.zh.zh": ({"validation": 504, "test": 5137}, 200.0),
+    "google/xtreme:MLQA.es.es": ({"validation": 500, "test": 5253}, 200.0),
+    "google/xtreme:MLQA.hi.hi": ({"validation": 507, "test": 4918}, 200.0),
+    "google/xtreme:MLQA.vi.vi": ({"validation": 511, "test": 5495}, 200.0),
 }
 
 
-def _count_tokens(text: str) -> float:
-    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
-    return len(text.split()) * 1.3 + cjk
+_count_tokens = derived.text_tokens
 
 
 @dataclass
@@ -86,7 +96,7 @@ def data_size(src: DataSource, spec: StudySpec) -> DataSize:
         qas = [(e.context, e.question) for e in examples]
         n = len(qas)
     else:
-        known = KNOWN_DATASETS.get(src.hub or "")
+        known = KNOWN_DATASETS.get(f"{src.hub}:{src.hub_config}") or KNOWN_DATASETS.get(src.hub or "")
         if known is None or src.split not in known[0]:
             raise XltError(f"{src.label}: size of hub dataset {src.hub}:{src.split} unknown offline; "
                            f"set max_questions on it to estimate")
@@ -102,10 +112,18 @@ def data_size(src: DataSource, spec: StudySpec) -> DataSize:
 _QUESTION_SHARE = 0.08  # of a hub dataset's question + context tokens (SQuAD: ~12 of ~160)
 
 
-def text_line_tokens(spec: StudySpec, patterns: tuple[str, ...], lang: str) -> float:
-    """Mean tokens per line of adaptation text (its first 2,000 lines; generated text when none is given)."""
+# mean tokens per line of a streamed corpus: an assumption (xlt estimate does not read a corpus):
+# CC-100 and Wikipedia lines are paragraphs of a few sentences
+CORPUS_LINE_TOKENS = 40.0
+
+
+def text_line_tokens(spec: StudySpec, patterns: tuple[str, ...] | TextCorpus, lang: str) -> float:
+    """Mean tokens per line of adaptation text (its first 2,000 lines; generated text when none is
+    given; a corpus read through `datasets` is not read: CORPUS_LINE_TOKENS)."""
     a = spec.adapt
     assert a is not None
+    if isinstance(patterns, TextCorpus):
+        return CORPUS_LINE_TOKENS
     if patterns:
         lines: list[str] = []
         for pattern in patterns:
@@ -119,6 +137,24 @@ def text_line_tokens(spec: StudySpec, patterns: tuple[str, ...], lang: str) -> f
 
         lines = make_text(lang, min(a.synthetic_lines or 1, 2000), 0)
     return sum(_count_tokens(ln) for ln in lines) / max(1, len(lines)) or 1.0
+
+
+def text_budget(source: tuple[str, ...] | TextCorpus, lang: str, step, stage: str) -> dict[str, Any] | None:
+    """What a corpus's budget buys a step, priced without reading it: the tokens the budget admits
+    (max_tokens, or max_lines x CORPUS_LINE_TOKENS), the tokens the step trains on (steps x batch x
+    length: packed rows hold no padding) and how many passes over the text that is."""
+    if not isinstance(source, TextCorpus):
+        return None
+    c = source.resolved(lang)
+    budget = float(c["max_tokens"] if c["max_tokens"] is not None else c["max_lines"] * CORPUS_LINE_TOKENS)
+    if c["max_tokens"] is not None and c["max_lines"] is not None:
+        budget = min(budget, c["max_lines"] * CORPUS_LINE_TOKENS)
+    files = c["data_files"]
+    label = c["dataset"] + (f":{c['config']}" if c["config"] else "") + (
+        f" {files if isinstance(files, str) else ','.join(files)}" if files else "")
+    read = float(step.steps * step.batch_size * step.max_seq_length)
+    return {"stage": stage, "lang": lang, "source": label, "budget_tokens": budget, "trained_tokens": read,
+            "passes": read / budget}
 
 
 def model_config(spec: StudySpec) -> dict[str, Any]:
@@ -273,16 +309,18 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     shared = [("step1", _step1_key(spec, m), step1[m]) for m in dict.fromkeys([a.method, primary])]
     shared.append(("step3", json.dumps([_step1_key(spec, primary), step3_identity(spec)], sort_keys=True), step3))
     s1 = sum(f for stage, _, f in shared if stage == "step1")
+    texts = [b for b in (text_budget(a.source_text, "en", a.step1, "step1"),
+                         text_budget(a.target_patterns(a.target_lang), a.target_lang, a.step2, "step2")) if b]
     return {"flops_train": s1 + step2 + step3, "flops_eval": evals_flops,
-            "stages": {"step1": s1, "step2": step2, "step3": step3}, "shared": shared}
+            "stages": {"step1": s1, "step2": step2, "step3": step3}, "shared": shared, "text": texts}
 
 
 def _step1_key(spec: StudySpec, method: str) -> str:
     a = spec.adapt
     assert a is not None
     # the source text by its patterns (xlt.train.adapt hashes the files' content)
-    return json.dumps({**step1_identity(spec, method), "text": list(a.source_text), "lines": a.synthetic_lines},
-                      sort_keys=True)
+    text = a.source_text.model_dump(mode="json") if isinstance(a.source_text, TextCorpus) else list(a.source_text)
+    return json.dumps({**step1_identity(spec, method), "text": text, "lines": a.synthetic_lines}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -317,9 +355,12 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     once: dict[tuple[str, str], float] = {}
+    texts: dict[tuple[str, str], dict[str, Any]] = {}
     for params in planned_trials(spec):
         cost = trial_cost(trial_spec(spec, params))
         shared = cost.pop("shared", [])
+        for b in cost.pop("text", []):
+            texts.setdefault((b["stage"], b["source"]), b)
         for stage, key, flops in shared:
             once.setdefault((stage, key), flops)
         rows.append({"params": params, **cost, "device_hours": hours(cost["flops_train"], cost["flops_eval"]),
@@ -327,12 +368,51 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
     attributed = sum(r["flops_train"] for r in rows)
     paid = sum(r.pop("_own") for r in rows) + sum(once.values())
     evals = sum(r["flops_eval"] for r in rows)
+    reported = [_reported(spec, r, rows, rate) for r in spec.reported_cost]
     return {"study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
             "eval_throughput_flops_per_s": rate.eval, "throughput_source": rate.source,
-            "throughput_detail": rate.detail,
+            "throughput_detail": rate.detail, "reported": [r for r in reported if r is not None],
             "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
             "flops_eval": evals, "device_hours": hours(paid, evals),
-            "device_hours_attributed": sum(r["device_hours"] for r in rows)}
+            "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values())}
+
+def _reported(spec: StudySpec, r, rows: list[dict[str, Any]], rate: Throughput) -> dict[str, Any] | None:
+    """The estimate beside one of the paper's reported costs: the mean per-trial device-hours of the
+    trials `r.where` selects (their step 2, or all of each trial), and for a share, BaseLarge's."""
+    def hours(row: dict[str, Any]) -> float:
+        if r.stage == "step2":
+            return row.get("stages", {}).get("step2", 0.0) / rate.train / 3600
+        return row["device_hours"]
+
+    def select(where: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            resolved = trial_spec(spec, row["params"])
+            if all(_value(resolved, k) == v for k, v in where.items()):
+                out.append(row)
+        return out
+
+    chosen = select(r.where)
+    if not chosen:
+        return None
+    mean = sum(map(hours, chosen)) / len(chosen)
+    out = {"label": r.label, "n": len(chosen), "hours": mean, "stage": r.stage, "source": r.source,
+           "paper_gpu_days": r.gpu_days, "paper_share": r.share_of_base_large}
+    if r.share_of_base_large is not None:
+        base = select({**{k: v for k, v in r.where.items() if k not in ("adapt.method", "adapt.depth")},
+                       "adapt.method": "base_large"})
+        if not base:
+            return None
+        out["reference_hours"] = sum(map(hours, base)) / len(base)
+        out["share"] = mean / out["reference_hours"] if out["reference_hours"] else float("nan")
+    return out
+
+
+def _value(spec: StudySpec, dotted: str) -> Any:
+    node: Any = spec
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def format_estimate(est: dict[str, Any]) -> str:
@@ -348,6 +428,16 @@ def format_estimate(est: dict[str, Any]) -> str:
                      f"{est['device_kind']}-hours  {params}")
     if est["n_trials"] > 50:
         lines.append(f"  ... {est['n_trials'] - 50} more")
+    for b in est.get("text", []):
+        lines.append(f"  {b['stage']} text ({b['lang']}) {b['source']}: budget {b['budget_tokens']:.3g} tokens, "
+                     f"{b['stage']} trains on {b['trained_tokens']:.3g}: {b['passes']:.2g} passes over it")
+    for r in est.get("reported", []):
+        lines.append(f"  {r['label']}: " + (
+            f"estimated {r['hours']:.3g} {est['device_kind']}-hours ({r['hours'] / 24:.3g} days) over {r['n']} trials;"
+            f" the paper reports {r['paper_gpu_days']:g} GPU-days" if r.get("paper_gpu_days") is not None else
+            f"estimated {100 * r['share']:.3g}% of BaseLarge's {r['stage']} cost ({r['hours']:.3g} of "
+            f"{r['reference_hours']:.3g} {est['device_kind']}-hours per trial); the paper reports "
+            f"{100 * r['paper_share']:.3g}%") + (f" ({r['source']})" if r["source"] else ""))
     lines.append(f"total: {est['flops_train']:.3g} training FLOPs, {est['flops_eval']:.3g} evaluation FLOPs, "
                  f"{est['device_hours']:.3g} {est['device_kind']}-hours")
     if est["flops_train_attributed"] > est["flops_train"] * (1 + 1e-9):

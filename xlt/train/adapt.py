@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import glob
 import itertools
+import json
 import random
 import sys
 import time
@@ -43,8 +44,8 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from xlt import compute, derived, layout
+from xlt.data import corpus, mlm
 from xlt.data import features as F
-from xlt.data import mlm
 from xlt.errors import XltError
 from xlt.models.load import config_from_dict, load_config, resolve_name
 from xlt.models.minimodel import (
@@ -61,12 +62,30 @@ from xlt.models.minimodel import (
     token_embedding,
     without_pooler,
 )
-from xlt.spec import AdaptStep, StudySpec, primary_method, step1_identity, step3_identity
+from xlt.spec import (
+    AdaptStep,
+    StudySpec,
+    TextCorpus,
+    expand_vars,
+    primary_method,
+    step1_identity,
+    step3_identity,
+)
 from xlt.tokenization import load_tokenizer
 from xlt.train import trial
 from xlt.train.artifacts import ArtifactCache, Cached, content_key, file_fingerprint, trained_tokenizer
 from xlt.train.evaluation import Events, Scorer, eval_sets, summary
-from xlt.train.loop import LoopConfig, LoopState, Meter, Session, batch_compute, resumes, run_stage, shard
+from xlt.train.loop import (
+    LoopConfig,
+    LoopState,
+    Meter,
+    Session,
+    batch_compute,
+    resumes,
+    run_stage,
+    shard,
+    shared,
+)
 from xlt.train.qa import finetune_qa
 from xlt.train.qa_data import QAData, prepare_data
 from xlt.train.trial import Report, TrialInfo
@@ -99,11 +118,44 @@ def text_files(spec: StudySpec, patterns: tuple[str, ...], lang: str) -> list[st
     return files
 
 
-def _lines(spec: StudySpec, patterns: tuple[str, ...], lang: str, seed: int, fraction: float = 1.0) -> list[str]:
+def corpus_args(spec: StudySpec, source: TextCorpus, lang: str) -> dict[str, Any]:
+    """Keyword arguments of `xlt.data.corpus.corpus_lines` for `lang` (${VAR}s expanded)."""
+    c = source.resolved(lang)
+    files = c["data_files"]
+    if files is not None:
+        files = expand_vars(files) if isinstance(files, str) else [expand_vars(f) for f in files]
+    return {"dataset": c["dataset"], "config": c["config"], "data_files": files, "split": c["split"],
+            "revision": c["revision"], "text_field": c["text_field"], "seed": c["seed"],
+            "shuffle_buffer": c["shuffle_buffer"], "max_lines": c["max_lines"], "max_tokens": c["max_tokens"]}
+
+
+def text_identity(spec: StudySpec, source: tuple[str, ...] | TextCorpus, lang: str) -> Any:
+    """What a text source is, for cache keys: local files by their content, a corpus by what it
+    reads (dataset, config, files, split, revision, field, budget, shuffle) and its local files' content."""
     a = spec.adapt
     assert a is not None
-    if patterns:
-        lines = mlm.read_lines(text_files(spec, patterns, lang))
+    if isinstance(source, TextCorpus):
+        args = corpus_args(spec, source, lang)
+        return {"corpus": args, "files": file_fingerprint(corpus.corpus_files(args["data_files"]))}
+    return file_fingerprint(text_files(spec, source, lang)) or ("synthetic", a.synthetic_lines)
+
+
+def _lines(spec: StudySpec, source: tuple[str, ...] | TextCorpus, lang: str, seed: int, fraction: float = 1.0,
+           session: Session | None = None) -> list[str]:
+    a = spec.adapt
+    assert a is not None
+    if isinstance(source, TextCorpus):
+        args = corpus_args(spec, source, lang)
+        # one global order for the whole trial: rank 0 streams it once into the trial directory and
+        # every rank (and every restart) reads that copy; train_mlm gives each rank its batches of it
+        def save(v: list[str], path: Path) -> None:
+            path.write_text(json.dumps(v, ensure_ascii=False), encoding="utf-8")
+
+        lines = shared(session, f"text-{lang}-{content_key(kind='text', **args)}.json",
+                       lambda: corpus.corpus_lines(**args), save,
+                       lambda path: json.loads(path.read_text(encoding="utf-8")))
+    elif source:
+        lines = mlm.read_lines(text_files(spec, source, lang))
     elif a.synthetic_lines:
         from xlt.data.synthetic import make_text
 
@@ -180,7 +232,8 @@ def train_mlm(model: MaskedLM, tokenizer, lines: list[str], step: AdaptStep, *, 
     stream = mlm.mlm_batches(rows, tokenizer, batch_size=step.batch_size, probability=mlm_probability, seed=seed)
     shape = compute.EncoderShape.from_config(model.body.config.to_dict())
     cfg = LoopConfig(total_steps=derived.mlm_steps(step.steps, world), lr=step.lr, warmup=0.05, weight_decay=0.0,
-                     eval_every=derived.mlm_steps(eval_every, world) if eval_every else None)
+                     eval_every=derived.mlm_steps(eval_every, world) if eval_every else None,
+                     batch_key=f"adapt.{stage}.batch_size")
     run_stage(model, MLMStage(stage, stream, shape, plan, meter, session, evaluate, extra_state, load_extra), cfg,
               session=session, meter=meter, device=device)
 
@@ -342,7 +395,7 @@ def run_adapt(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str 
     cache = trial.artifact_cache(spec) or ArtifactCache(Path(out_dir or ".") / layout.ARTIFACTS_DIR)
     t0 = time.perf_counter()
     data = prepare_data(spec)
-    text = AdaptText.read(spec)
+    text = AdaptText.read(spec, session)
     base = trial.trial_columns(spec, info, method=a.method, target_count=data.target_count)
 
     step1 = Cached(cache, "step1", step1_key(spec, a.method, text.id), session.agree)
@@ -384,15 +437,17 @@ class AdaptText:
     target_heldout: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls, spec: StudySpec) -> AdaptText:
+    def read(cls, spec: StudySpec, session: Session | None = None) -> AdaptText:
         a, seed = spec.adapt, spec.train.seed
         assert a is not None
-        text_id = file_fingerprint(text_files(spec, a.source_text, "en")) or ("synthetic", a.synthetic_lines)
+        text_id = text_identity(spec, a.source_text, "en")
         # held out before anything trains on the text (the target tokenizer too); a fixed seed, not
         # the trial's: trials with other seeds are scored on the same lines
-        source, source_heldout = mlm.hold_out(_lines(spec, a.source_text, "en", seed), a.mlm_heldout_lines, 0)
+        source, source_heldout = mlm.hold_out(_lines(spec, a.source_text, "en", seed, session=session),
+                                              a.mlm_heldout_lines, 0)
         target, target_heldout = mlm.hold_out(
-            _lines(spec, a.target_patterns(a.target_lang), a.target_lang, seed + 1, a.target_text_fraction),
+            _lines(spec, a.target_patterns(a.target_lang), a.target_lang, seed + 1, a.target_text_fraction,
+                   session=session),
             a.mlm_heldout_lines, 1)
         return cls(source, target, (text_id, len(source_heldout)) if source_heldout else text_id,
                    source_heldout, target_heldout)

@@ -67,7 +67,14 @@ class Meter:
             **self.clocks(),
             "device_kind": self.device_kind,
             "n_devices": self.n_devices,
+            "peak_memory_bytes": self.peak_memory_bytes(),
         }
+
+    def peak_memory_bytes(self) -> int | None:
+        """The process's peak CUDA memory so far (trial.start resets it); None off CUDA."""
+        if not self.device_kind.startswith("cuda") or not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.max_memory_allocated())
 
     def attribute(self, stage: str, flops: float) -> None:
         """A cached artifact's compute still counts towards this trial's cost (it may have been paid by
@@ -93,6 +100,8 @@ class LoopConfig:
     max_grad_norm: float = 1.0
     eval_every: int | None = None  # optimizer steps; None: only at the end
     patience: int | None = None  # validated mode when set
+    batch_key: str = "the batch size"  # the spec key that sets the micro-batch, for an out-of-memory error
+    eval_batch_key: str = "train.eval_batch_size"
 
 
 @dataclass
@@ -320,6 +329,19 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def out_of_memory(where: str, key: str, batch: dict[str, torch.Tensor] | None) -> Exception:
+    """The one-line failure of a step that did not fit in device memory (torch.OutOfMemoryError,
+    which CUDA raises): where, the micro-batch's shape, and the key to lower."""
+    from xlt.errors import OutOfDeviceMemory
+
+    ids = batch.get("input_ids") if batch else None
+    shape = f" (micro-batch of {ids.shape[0]} x {ids.shape[1]} tokens)" if ids is not None and ids.ndim == 2 else ""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    accum = " (and raise train.grad_accum to keep the effective batch)" if key == "train.batch_size" else ""
+    return OutOfDeviceMemory(f"out of device memory {where}{shape}: lower {key}{accum}")
+
+
 def train_loop(
     model: torch.nn.Module,
     batches: Iterator[dict[str, torch.Tensor]],
@@ -376,7 +398,10 @@ def train_loop(
         loss_sum = torch.zeros((), device=device)
         Hooks.run(hooks.eval_start, state)
         model.eval()
-        score = evaluate(state)
+        try:
+            score = evaluate(state)
+        except torch.OutOfMemoryError:
+            raise out_of_memory(f"evaluating at step {state.step}", cfg.eval_batch_key, None) from None
         model.train()
         Hooks.run(hooks.eval_end, state)
         stop = False
@@ -396,10 +421,13 @@ def train_loop(
     while not state.finished and state.step < cfg.total_steps:
         batch = next(batches)
         on_batch(batch)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast:
-            loss = loss_fn(model, batch) / cfg.grad_accum
-        loss.backward()
+        try:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast:
+                loss = loss_fn(model, batch) / cfg.grad_accum
+            loss.backward()
+        except torch.OutOfMemoryError:
+            raise out_of_memory(f"training step {state.step + 1}", cfg.batch_key, batch) from None
         loss = loss.detach()
         loss_sum += loss
         first = torch.isfinite(loss).logical_not_().logical_and_(bad_step < 0)
@@ -411,7 +439,10 @@ def train_loop(
         if state.micro % cfg.grad_accum:
             continue
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
-        optimizer.step()
+        try:
+            optimizer.step()  # the first step allocates AdamW's two moments
+        except torch.OutOfMemoryError:
+            raise out_of_memory(f"in the optimizer step {state.step + 1}", cfg.batch_key, None) from None
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1

@@ -198,7 +198,7 @@ def finetune_qa(model, tokenizer, spec: StudySpec, train: list[Example],
     schedule = derived.qa_schedule(len(feats), t, world)
     cfg = LoopConfig(total_steps=schedule.total_steps, lr=t.lr, warmup=t.warmup, weight_decay=t.weight_decay,
                      grad_accum=t.grad_accum, max_grad_norm=t.max_grad_norm, eval_every=schedule.eval_every,
-                     patience=t.patience if t.mode == "validated" else None)
+                     patience=t.patience if t.mode == "validated" else None, batch_key="train.batch_size")
     validation = validation or spec.data.validation_set.label
     log = Events(stage, base, meter, report, [] if events is None else events)
     qa = QAStage(stage, feats, tokenizer.pad_token_id or 0, shape, plan, meter, session, log,

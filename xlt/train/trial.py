@@ -49,6 +49,8 @@ def start(spec: StudySpec, device: torch.device | None, session: Session | None)
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
     torch.manual_seed(spec.train.seed)
+    if device.type == "cuda":  # each row's peak_memory_bytes is this trial's
+        torch.cuda.reset_peak_memory_stats(device)
     return device, Meter(device_kind=device_kind(device), n_devices=session.world_size if session else 1)
 
 
