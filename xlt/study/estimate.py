@@ -419,7 +419,7 @@ def format_estimate(est: dict[str, Any]) -> str:
     source = {"study": "the study's `throughput:`",
               "measured": f"measured by xlt calibrate: {est.get('throughput_detail', '')}",
               "assumed": "assumed: `xlt calibrate` measures it"}[est.get("throughput_source", "assumed")]
-    lines = [f"study {est['study']}: {est['n_trials']} trials on {est['device_kind']} "
+    lines = [f"study {est['study']}: {est['n_trials']} trial{'' if est['n_trials'] == 1 else 's'} on {est['device_kind']} "
              f"(throughput {est['throughput_flops_per_s']:.2g} FLOP/s training, "
              f"{est.get('eval_throughput_flops_per_s', 3 * est['throughput_flops_per_s']):.2g} evaluation; {source})"]
     for i, r in enumerate(est["trials"][:50]):
