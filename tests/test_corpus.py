@@ -100,26 +100,15 @@ def test_spec_corpus_errors_name_the_key(adapt, message):
     assert str(e.value).startswith(message), str(e.value)
 
 
-TINY = """
-name: tiny-corpus
-task: adapt
-model: {tiny: {layers: 2, hidden: 32, heads: 2, intermediate: 64, vocab_size: 400, max_positions: 128}}
-data:
-  english: {lang: en, synthetic: {n: 80}}
-  eval:
-    - {name: en-dev, lang: en, synthetic: {n: 20, split: dev}}
-    - {name: ru-dev, lang: ru, synthetic: {n: 20, split: dev}}
-train: {max_steps: 4, batch_size: 16, lr: 1.0e-3, max_seq_length: 128, doc_stride: 32, threads: 1}
-adapt:
-  method: mini_joint
-  depth: 1
-  target_lang: ru
-  vocab_size: 300
-  mlm_heldout_lines: 20
-  step1: {steps: 3, batch_size: 8, max_seq_length: 32}
-  step2: {steps: 4, batch_size: 8, max_seq_length: 32}
-  eval_every: 2
-"""
+def tiny_study() -> dict:
+    """test_adapt's tiny adaptation study, one thread (rows comparable bitwise), 20 held-out lines."""
+    import yaml
+
+    from tests.test_adapt import TINY_ADAPT
+
+    tree = yaml.safe_load(TINY_ADAPT)
+    return dict(tree, name="tiny-corpus", train={**tree["train"], "threads": 1},
+                adapt={**tree["adapt"], "mlm_heldout_lines": 20})
 
 
 def test_trial_reads_a_corpus_as_it_reads_the_same_files(tmp_path):
@@ -133,7 +122,7 @@ def test_trial_reads_a_corpus_as_it_reads_the_same_files(tmp_path):
 
     for lang, seed in (("en", 0), ("ru", 1)):
         (tmp_path / f"{lang}.txt").write_text("\n".join(make_text(lang, 300, seed)) + "\n", encoding="utf-8")
-    tree = yaml.safe_load(TINY)
+    tree = tiny_study()
     files = dict(tree, adapt={**tree["adapt"], "source_text": [str(tmp_path / "en.txt")],
                               "target_text": [str(tmp_path / "{lang}.txt")]})
     corpus = {"dataset": "text", "max_lines": 100_000, "shuffle_buffer": 0}
