@@ -25,6 +25,13 @@ def test_grid_plans_every_point_times_seeds(tmp_path):
     assert {t["train.seed"] for t in trials} == {0, 1}
 
 
+def test_planned_trials_of_an_empty_space_are_one_per_seed():
+    tpe = load_spec(ROOT / "studies/quickstart.yaml", ["search.algorithm=tpe", "search.space={}", "search.num_samples=4"])
+    assert planned_trials(tpe) == [{"train.seed": 0}]
+    seeded = load_spec(ROOT / "studies/quickstart.yaml", ["search.space={}", "train.seed=7"])
+    assert planned_trials(seeded) == [{"train.seed": 7}]
+
+
 def test_estimate_scales_with_steps():
     spec = load_spec(ROOT / "studies/quickstart.yaml", ["train.epochs=5"])
     more = load_spec(ROOT / "studies/quickstart.yaml", ["train.epochs=10"])

@@ -44,6 +44,31 @@ def test_grid_is_every_choice_times_every_seed(tmp_path):
     assert with_points.total == 3 and with_points.num_samples == 2  # a point replaces one sample
 
 
+def test_grid_seeds_default_to_the_study_seed(tmp_path):
+    """Without search.seeds, a grid runs with the train.seed the study file sets (it used to be
+    replaced by seed 0 without a word)."""
+    tree = copy.deepcopy(BASE) | {"train": {"seed": 7}, "search": {"algorithm": "grid", "space": {"train.lr": [1e-3]}}}
+    b = space.build(spec_from_dict(tree), tmp_path)
+    assert b.param_space["train.seed"] == {"grid_search": [7]} and b.total == 1
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random", "nsga2"])
+def test_nothing_to_search_runs_one_trial_per_seed(tmp_path, algorithm):
+    """An empty search.space with a sampler ran num_samples identical trials; it is one per seed."""
+    one = space.build(spec({"algorithm": algorithm, "num_samples": 4}), tmp_path)
+    assert one.total == 1 and one.param_space == {"train.seed": {"grid_search": [0]}}
+    three = space.build(spec({"algorithm": algorithm, "num_samples": 4, "seeds": [0, 1, 2]}), tmp_path)
+    assert three.total == 3 and not (tmp_path / "optuna.db").exists()
+
+
+def test_validate_says_an_empty_space_runs_once_per_seed(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(copy.deepcopy(BASE) | {"search": {"algorithm": "tpe", "num_samples": 4}}))
+    code, out, err = run_cli("validate", str(path))
+    assert code == 0, err
+    assert "search.space is empty: 1 trial (one per seed), not search.num_samples=4 copies of one" in out
+
+
 def test_grid_needs_lists(tmp_path):
     with pytest.raises(XltError, match=r"search.space.train.lr: grid search needs a list"):
         space.build(spec({"algorithm": "grid", "space": {"train.lr": {"log_range": [1e-4, 1e-3]}}}), tmp_path)

@@ -120,7 +120,14 @@ def _validate(args) -> int:
         check(spec)
     except XltError as e:
         raise XltError(f"{args.study}: {e}") from None
-    print(f"{args.study}: ok ({spec.task} study '{spec.name}', {spec.scale}-scale, search {spec.search.algorithm})")
+    s = spec.search
+    print(f"{args.study}: ok ({spec.task} study '{spec.name}', {spec.scale}-scale, search {s.algorithm})")
+    if not s.space and s.algorithm != "grid":
+        from xlt import derived
+
+        n = len(derived.repeat_seeds(s, spec.train.seed))
+        print(f"{args.study}: search.space is empty: {n} trial{'s' if n != 1 else ''} (one per seed), "
+              f"not search.num_samples={s.num_samples} copies of one")
     return 0
 
 

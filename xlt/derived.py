@@ -88,12 +88,23 @@ def grid_values(p: Param) -> list[Any]:
     return list(p.range or p.log_range or p.int_range or ())
 
 
-def grid_trials(s: SearchSpec) -> list[dict[str, Any]]:
+def repeat_seeds(s: SearchSpec, train_seed: int) -> list[int]:
+    """The seeds every grid point runs with: `search.seeds`, else the study's own `train.seed`."""
+    return list(s.seeds) if s.seeds else [train_seed]
+
+
+def searches_grid(s: SearchSpec) -> bool:
+    """Whether the study runs as a grid: asked for, or nothing to search (a sampler would only
+    draw `num_samples` copies of one trial)."""
+    return s.algorithm == "grid" or not s.space
+
+
+def grid_trials(s: SearchSpec, train_seed: int) -> list[dict[str, Any]]:
     """The trials of a grid search as Ray Tune runs them: each of `points`, with the grid keys it
-    leaves open expanded under it, then the whole grid; `train.seed` runs over `seeds` unless the
-    space sets it. The study's own settings alone when there is nothing to search."""
+    leaves open expanded under it, then the whole grid; `train.seed` runs over `repeat_seeds`
+    unless the space sets it. The study's own settings alone when there is nothing to search."""
     grid = {k: grid_values(p) for k, p in s.space.items()}
-    grid.setdefault("train.seed", list(s.seeds))
+    grid.setdefault("train.seed", repeat_seeds(s, train_seed))
 
     def product(keys: list[str]) -> list[dict[str, Any]]:
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]

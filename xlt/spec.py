@@ -356,7 +356,9 @@ class SearchSpec(_Strict):
     space: dict[str, Param] = {}
     objectives: tuple[Objective, ...] = (Objective(),)
     num_samples: int = Field(4, ge=1)  # optuna/random; grid: repeats come from seeds
-    seeds: tuple[int, ...] = (0,)  # grid: every point runs once per seed (train.seed)
+    # grid, or nothing to search: every point runs once per seed (as train.seed); unset: once,
+    # with train.seed as the study file gives it
+    seeds: tuple[int, ...] | None = None
     points: tuple[dict[str, Any], ...] = ()  # tried first (e.g. the paper's settings)
     asha: bool = False
     asha_grace: int = Field(1, ge=1)
@@ -715,6 +717,11 @@ def migrate_saved(tree: dict[str, Any]) -> dict[str, Any]:
             value = node.pop(leaf)
             if new is not None:
                 set_path(tree, new, value)
+    # search.seeds defaulted to [0] before it defaulted to train.seed: [0] with train.seed 0 is
+    # today's default (a run that set another train.seed ran with seed 0: its spec keeps [0])
+    search, train = tree.get("search"), tree.get("train")
+    if isinstance(search, dict) and search.get("seeds") == [0] and (train or {}).get("seed", 0) == 0:
+        search["seeds"] = None
     return tree
 
 

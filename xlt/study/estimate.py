@@ -186,8 +186,8 @@ def planned_trials(spec: StudySpec, max_trials: int = 10_000) -> list[dict[str, 
     the points, then `num_samples` draws in all, here uniform as a stand-in for what TPE or
     NSGA-II will pick."""
     s = spec.search
-    if s.algorithm == "grid":
-        trials = derived.grid_trials(s)
+    if derived.searches_grid(s):
+        trials = derived.grid_trials(s, spec.train.seed)
     else:
         rng = random.Random(0)
         trials = [dict(p) for p in s.points][: s.num_samples]

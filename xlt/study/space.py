@@ -6,6 +6,7 @@ scheduler, and the names of the metrics the objectives read.
     grid   every combination of `choice` values x `search.seeds` (as train.seed): Tune's
            BasicVariantGenerator (Optuna rejects grid_search)
     random Tune's BasicVariantGenerator sampling `num_samples` points
+    (nothing to search, whatever the algorithm: one trial per seed, as a grid)
 
 Trial parameters keep the spec's dotted keys (`train.lr`), so a trial is `trial_spec(spec, params)`.
 Metric names (what the trial reports, see xlt.study.worker.event_metrics): `f1` and
@@ -113,7 +114,7 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
     metrics = [metric_name(o, spec) for o in s.objectives]
     modes: list[str] = [o.mode for o in s.objectives]
     points = [dict(p) for p in s.points]
-    seed = s.seeds[0]
+    seed = derived.repeat_seeds(s, spec.train.seed)[0]
     scheduler = None
     if s.asha:
         from ray.tune.schedulers import ASHAScheduler
@@ -139,14 +140,14 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    if s.algorithm == "grid":
+    if derived.searches_grid(s):  # a grid, or nothing to search: once per seed, whatever the algorithm
         space: dict[str, Any] = {k: tune.grid_search(list(p.choice)) for k, p in s.space.items()}  # type: ignore[arg-type]
         if "train.seed" not in space:
-            space["train.seed"] = tune.grid_search(list(s.seeds))
+            space["train.seed"] = tune.grid_search(derived.repeat_seeds(s, spec.train.seed))
         # each point replaces one sample, and grid keys a point leaves open expand under it
-        total = len(derived.grid_trials(s))
+        total = len(derived.grid_trials(s, spec.train.seed))
         num_samples = 1 + len(points)
-    else:  # random, or an Optuna study with nothing to search (repeats)
+    else:  # random sampling of a space
         space = {k: tune_domain(p) for k, p in s.space.items()}
         total = num_samples = s.num_samples
     # Tune applies max_concurrent_trials only to the generator it builds itself, not to one passed in
