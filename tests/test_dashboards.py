@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.helpers import run_cli
 from xlt import results
 from xlt.dashboards import views
 from xlt.errors import XltError
@@ -587,3 +588,42 @@ def test_a_run_in_progress_with_gaps_still_draws(tmp_path):
     assert "Quality vs device-hours: not shown — no device time recorded." in page
     for title in ("Pareto front", "Learning curves", "Depth sweep", "Tables", "Every final score"):
         assert f"<b>{title}</b>: not shown" in page
+
+
+def test_watch_rewrites_the_page_while_the_driver_runs_and_once_after(tmp_path):
+    """`xlt dashboard RUN --watch`: a page per interval while a driver holds the run directory,
+    each saying it is partial and when it was written, then one more once the driver is gone."""
+    from xlt import lock
+    from xlt.dashboards.page import watch
+
+    run = fake_run(tmp_path, done=False, status="running")
+    me = lock.acquire(run, "xlt run")
+    pages: list[str] = []
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:  # the study ends during the second interval
+            (run / "DONE").write_text("done\n")
+            (run / "status.json").write_text(json.dumps({"state": "done"}))
+            lock.release(run, me)
+
+    out = watch(str(run), str(tmp_path / "page.html"), every=7.0, sleep=sleep,
+                on_write=lambda p: pages.append(p.read_text(encoding="utf-8")))
+    assert sleeps == [7.0, 7.0] and len(pages) == 3 and out == tmp_path / "page.html"
+    assert all("<b>Partial run</b>" in p and "this page was written 20" in p for p in pages[:2])
+    assert "Partial run" not in pages[2]
+
+
+def test_watch_of_a_run_without_a_driver_writes_once(tmp_path):
+    from xlt.dashboards.page import watch
+
+    run = fake_run(tmp_path, done=False, status="running")  # killed: status says running, no lock
+    written = []
+    watch(str(run), str(tmp_path / "p.html"), every=1.0, sleep=lambda s: pytest.fail("slept"), on_write=written.append)
+    assert len(written) == 1 and "status.json says running" in written[0].read_text(encoding="utf-8")
+
+
+def test_watch_interval_must_be_positive(tmp_path):
+    code, out, err = run_cli("dashboard", str(fake_run(tmp_path)), "--watch", "0")
+    assert code == 2 and err.strip() == "xlt: error: --watch 0: the interval must be > 0 seconds"

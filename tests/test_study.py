@@ -287,6 +287,16 @@ def test_killed_driver_resumes_without_recomputing(in_tmp):
         p.wait(timeout=30)
     finally:
         kill_tagged(tag)
+    # the live page: rewritten when the first trial ended, it outlives the killed driver and says partial
+    page = next(in_tmp.glob("dashboards/*.html")).read_text(encoding="utf-8")
+    assert "<b>Partial run</b> (status.json says running)" in page and "this page was written" in page
+    assert "id=\"fig-compute-flops\"" in page
+    from tests.test_dashboards_browser import CHROMIUM, check_page
+
+    if CHROMIUM.exists():  # and it renders: every figure drawn, nothing on the console
+        partial = in_tmp / "partial.html"
+        partial.write_text(page, encoding="utf-8")
+        check_page(partial, in_tmp, "partial-page")
     r = subprocess.run(xlt("run", str(study), "--out", str(out), "--resume"), stdout=log, stderr=subprocess.STDOUT,
                        env=env, cwd=in_tmp, timeout=600)
     log.close()

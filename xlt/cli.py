@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dashboard", help="write the study's offline HTML dashboard from a run directory")
     s.add_argument("run_dir", nargs="+", help="a run directory; several: one page comparing them")
     s.add_argument("--out", default=None, help="file or directory (default: dashboards/<study>.html)")
+    s.add_argument("--watch", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS",
+                   help="rewrite the page every SECONDS (default 30) until the run ends")
 
     s = sub.add_parser("publish", help="a finished run's table, spec, verdicts and page screenshot, as they ship in studies/results/")
     s.add_argument("run_dir")
@@ -221,8 +223,13 @@ def _dashboard(args) -> int:
 
         print(compare_dashboard(args.run_dir, args.out))
         return 0
-    from xlt.dashboards.page import main_dashboard
+    from xlt.dashboards.page import main_dashboard, watch
 
+    if args.watch is not None:
+        if args.watch <= 0:
+            raise XltError(f"--watch {args.watch:g}: the interval must be > 0 seconds")
+        watch(args.run_dir[0], args.out, every=args.watch, on_write=lambda p: print(p, flush=True))
+        return 0
     print(main_dashboard(args.run_dir[0], args.out))
     return 0
 
@@ -260,14 +267,15 @@ def _run(args) -> int:
     from xlt.spec import load_spec
 
     spec = load_spec(args.study, args.overrides)
+    from xlt.dashboards.page import main_dashboard
     from xlt.study.runner import RunOptions, parse_driver_resource, run_study
 
-    opts = RunOptions(out=Path(args.out or f"runs/{spec.name}"), address=args.address, resume=args.resume,
-                      driver_resource=parse_driver_resource(args.driver_resource), wait_resources=args.wait_resources)
+    out = Path(args.out or f"runs/{spec.name}")
+    opts = RunOptions(out=out, address=args.address, resume=args.resume,
+                      driver_resource=parse_driver_resource(args.driver_resource), wait_resources=args.wait_resources,
+                      page=lambda: main_dashboard(str(out), None))  # rewritten after every trial: a live page
     code = run_study(spec, opts)
     try:  # the study's results stand without the page
-        from xlt.dashboards.page import main_dashboard
-
         print(f"xlt: dashboard: {main_dashboard(str(opts.out), None)}")
     except Exception as e:  # noqa: BLE001
         print(f"xlt: warning: dashboard not written: {str(e).splitlines()[0] if str(e) else type(e).__name__}",

@@ -12,6 +12,8 @@ import json
 import math
 import re
 import sqlite3
+import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from xlt import __version__, layout, results
+from xlt import __version__, layout, lock, results
 from xlt.dashboards import claims, extrapolation, figures, views
 from xlt.errors import XltError
 from xlt.spec import Claim, Expected, StudySpec, migrate_saved, spec_from_dict
@@ -480,8 +482,9 @@ def _header(run: Run) -> str:
     ]
     warnings = []
     if run.partial:
+        written = datetime.now(tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         warnings.append(f"<p class='warn'><b>Partial run</b> ({h(run.partial)}): the views cover only the"
-                        " evaluations recorded so far.</p>")
+                        f" evaluations recorded so far; this page was written {written}.</p>")
     if run.spec_value("model", "trust_remote_code"):
         warnings.append("<p class='warn'><b>trust_remote_code was ON</b>: this study ran code shipped with the"
                         " model, not only xlt's.</p>")
@@ -579,3 +582,23 @@ def main_dashboard(run_dir: str, out: str | None = None, *, tau: float = 0.95) -
     except OSError as e:
         raise XltError(f"{target}: cannot write the dashboard ({e.strerror or e})") from None
     return target
+
+
+def driver_alive(run_dir: str | Path) -> bool:
+    """Whether a driver (`xlt run`) holds the run directory now (its lock, alive by pid or heartbeat)."""
+    holder = lock.holder(Path(run_dir) / lock.LOCK)
+    return holder is not None and not lock.gone(holder)
+
+
+def watch(run_dir: str, out: str | None = None, *, every: float = 30.0,
+          on_write: Callable[[Path], None] = lambda path: None, sleep: Callable[[float], None] = time.sleep) -> Path:
+    """Rewrite the run's page every `every` seconds while its driver runs, and once more after
+    (`xlt dashboard RUN --watch`); returns the page's path. Whether the driver is alive is read
+    before each write, so the last page covers everything the study recorded."""
+    while True:
+        alive = driver_alive(run_dir)
+        target = main_dashboard(run_dir, out)
+        on_write(target)
+        if not alive:
+            return target
+        sleep(every)

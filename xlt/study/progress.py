@@ -3,7 +3,8 @@
 A Tune callback on the study's driver: one line per trial event (start, evaluation, end,
 error) with the counts, the best result so far and the elapsed time; status.json rewritten on
 every event; the row log compacted into results.parquet every few seconds and whenever a trial
-ends, so a partial study can be read at any time.
+ends, so a partial study can be read at any time; and the dashboard rewritten whenever a trial
+ends (`page`), so the page of a running or killed study shows every finished trial.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,8 +58,9 @@ class Progress(Callback):
         return (_this_session, ())
 
     def __init__(self, run_dir: Path, search: Search, run: dict[str, Any], address: str | None,
-                 stream: TextIO | None = None, compact_every: float = 10.0):
-        self.run_dir, self.search, self.compact_every = run_dir, search, compact_every
+                 stream: TextIO | None = None, compact_every: float = 10.0,
+                 page: Callable[[], Any] | None = None):
+        self.run_dir, self.search, self.compact_every, self.page = run_dir, search, compact_every, page
         self.stream = stream or sys.stdout
         self.t0 = time.time()
         self.last_compact = 0.0
@@ -165,6 +168,17 @@ class Progress(Callback):
             self.line(trial.trial_id, f"done {scores} in {t.get('seconds', 0):.0f}s")
         else:
             self.line(trial.trial_id, f"FAILED: {t['error']}")
+        self.write_page()
+
+    def write_page(self) -> None:
+        """Rewrite the dashboard from the rows so far; the study goes on without it."""
+        if self.page is None:
+            return
+        try:
+            self.page()
+        except Exception as e:  # noqa: BLE001 - a page that cannot be drawn must not stop the study
+            print(f"xlt: warning: dashboard not rewritten: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                  file=sys.stderr)
 
     def resumed(self) -> None:
         """A restored study: trials that were running get their time so far kept, not double-counted."""

@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class RunOptions:
     resume: bool = False
     driver_resource: tuple[str, float] | None = None  # custom resource every trial driver needs
     wait_resources: float = 0.0  # seconds to wait for a cluster to scale up to one trial
+    page: Callable[[], Any] | None = None  # rewrites the dashboard (after every trial)
 
 
 def parse_driver_resource(text: str | None) -> tuple[str, float] | None:
@@ -233,7 +235,7 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     run = rundir.create(opts.out, spec, old_run)
     (opts.out / rundir.DONE).unlink(missing_ok=True)
     search = space.build(spec, opts.out)
-    progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"))
+    progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"), page=opts.page)
     restore = opts.resume and tune.Tuner.can_restore(str(opts.out / "ray" / rundir.TUNE_NAME))
     if restore:
         progress.resumed()
