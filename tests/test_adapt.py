@@ -119,6 +119,35 @@ def test_copy_shared_init_copies_only_shared_tokens(tok):
         assert torch.equal(w[tok.get_vocab()[t]], source_weight[src.get_vocab()[t]])
 
 
+def _wordpiece(tokens: list[str]):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def test_source_pieces_init_averages_the_source_pieces_of_new_tokens():
+    """Fast Vocabulary Transfer: a token the source vocabulary lacks starts as the mean of the rows
+    of the source pieces its text splits into (inside a word, as continuations); shared tokens are
+    copied as with copy_shared; a token of [UNK] pieces only stays random."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    src = _wordpiece(specials + ["abc", "##abd", "x", "##x", "##y"])
+    tgt = _wordpiece(specials + ["abcabd", "##abd", "##xy", "zz"])
+    weight = torch.arange(10 * 3, dtype=torch.float32).reshape(10, 3)
+    w = init_embeddings(src, tgt, weight, "source_pieces", 0.02, 0)
+    rand = init_embeddings(src, tgt, weight, "random", 0.02, 0)
+    row = src.get_vocab()
+    assert torch.equal(w[5], (weight[row["abc"]] + weight[row["##abd"]]) / 2)  # abcabd = abc + ##abd
+    assert torch.equal(w[6], weight[row["##abd"]])  # shared
+    assert torch.equal(w[7], (weight[row["##x"]] + weight[row["##y"]]) / 2)  # ##xy: ##x + ##y, not x + ##y
+    assert torch.equal(w[8], rand[8])  # zz: no source piece but [UNK]
+    assert torch.equal(w[:5], weight[:5])  # special tokens copied
+
+
 def test_step2_flops_shrink_with_depth():
     """Same step-2 tokens: analytical FLOPs and measured time grow with the layers step 2 runs.
     Time is the minimum over interleaved repeats after a warm-up, so a busy machine does not

@@ -297,7 +297,10 @@ class AdaptSpec(_Strict):
     synthetic_lines: int | None = Field(None, ge=1)  # generate text instead of reading files
     vocab_size: int = Field(4000, ge=100)
     tokenizer_kind: Literal["wordpiece", "unigram"] = "wordpiece"
-    embedding_init: Literal["random", "copy_shared"] = "copy_shared"
+    # random (the paper's), copy_shared (tokens both vocabularies hold keep their rows), or
+    # source_pieces: copy_shared, and every other token the mean of the rows of the source
+    # pieces its text splits into (Gee et al. 2022, "Fast Vocabulary Transfer")
+    embedding_init: Literal["random", "copy_shared", "source_pieces"] = "copy_shared"
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     # lines of each text held out of steps 1 and 2 (at most a tenth): the held-out masked-LM loss
     # and accuracy on step-2 rows say how well each step learned; 0: none

@@ -367,16 +367,35 @@ def qa_from_body(body: Encoder) -> Any:
 
 def init_embeddings(source_tok, target_tok, source_weight: torch.Tensor, how: str, std: float,
                     seed: int) -> torch.Tensor:
-    """New token embeddings for the target vocabulary: random, or with the rows of tokens that
-    both vocabularies share copied from the source (special tokens included)."""
+    """New token embeddings for the target vocabulary: random; or with the rows of tokens that
+    both vocabularies share copied from the source (special tokens included); or, in addition,
+    each other token the mean of its source pieces' rows (`source_pieces`, Fast Vocabulary
+    Transfer: the English task model then reads the new vocabulary about as it read the old one
+    from step 0 on, where random rows leave it reading noise until step 2 has trained them)."""
     g = torch.Generator().manual_seed(seed)
     weight = torch.randn(len(target_tok), source_weight.shape[1], generator=g) * std
-    if how == "copy_shared":
-        src = source_tok.get_vocab()
-        for token, i in target_tok.get_vocab().items():
-            j = src.get(token)
-            if j is not None and j < source_weight.shape[0]:
-                weight[i] = source_weight[j].detach().cpu()
+    if how == "random":
+        return weight
+    src, source = source_tok.get_vocab(), source_weight.detach().cpu()
+    new: list[tuple[int, str]] = []
+    for token, i in target_tok.get_vocab().items():
+        j = src.get(token)
+        if j is not None and j < source.shape[0]:
+            weight[i] = source[j]
+        else:
+            new.append((i, token))
+    if how == "source_pieces" and new:
+        prefix = "##"  # WordPiece's continuation mark: "##ова" is the text "ова" inside a word
+        texts = [t.removeprefix(prefix) or t for _, t in new]
+        pieces = source_tok(texts, add_special_tokens=False)["input_ids"]
+        unk = source_tok.unk_token_id
+        for (i, token), ids in zip(new, pieces, strict=True):
+            if token.startswith(prefix) and ids:  # inside a word: its first piece is a continuation too
+                first = src.get(prefix + source_tok.convert_ids_to_tokens(ids[0]))
+                ids = [first, *ids[1:]] if first is not None else ids
+            ids = [k for k in ids if k != unk and k < source.shape[0]]
+            if ids:
+                weight[i] = source[ids].mean(0)
     return weight
 
 
