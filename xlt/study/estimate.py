@@ -361,10 +361,14 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
         shared = cost.pop("shared", [])
         for b in cost.pop("text", []):
             texts.setdefault((b["stage"], b["source"]), b)
+        own, first = cost["flops_train"] - sum(f for _, _, f in shared), 0.0
         for stage, key, flops in shared:
-            once.setdefault((stage, key), flops)
+            if (stage, key) not in once:  # the first trial in plan order to need it computes it
+                once[(stage, key)] = flops
+                first += flops
+        # device_hours: all the trial uses; paid_device_hours: what it computes itself, in plan order
         rows.append({"params": params, **cost, "device_hours": hours(cost["flops_train"], cost["flops_eval"]),
-                     "_own": cost["flops_train"] - sum(f for _, _, f in shared)})
+                     "paid_device_hours": hours(own + first, cost["flops_eval"]), "_own": own})
     attributed = sum(r["flops_train"] for r in rows)
     paid = sum(r.pop("_own") for r in rows) + sum(once.values())
     evals = sum(r["flops_eval"] for r in rows)

@@ -26,6 +26,7 @@ from xlt import layout
 from xlt.errors import XltError
 from xlt.study import rundir
 from xlt.study.driver import FINAL
+from xlt.study.eta import TrialClock, eta
 from xlt.study.space import Search
 
 KEEP = ("event", "stage", "step", "f1", "exact_match", "flops_train", "device_seconds", "wall_seconds",
@@ -59,8 +60,10 @@ class Progress(Callback):
 
     def __init__(self, run_dir: Path, search: Search, run: dict[str, Any], address: str | None,
                  stream: TextIO | None = None, compact_every: float = 10.0,
-                 page: Callable[[], Any] | None = None):
+                 page: Callable[[], Any] | None = None,
+                 estimate: Callable[[dict[str, Any]], float] | None = None, slots: int = 1):
         self.run_dir, self.search, self.compact_every, self.page = run_dir, search, compact_every, page
+        self.estimate, self.slots = estimate, slots  # a trial's estimated seconds by its params (ETA)
         self.stream = stream or sys.stdout
         self.t0 = time.time()
         self.last_compact = 0.0
@@ -105,11 +108,27 @@ class Progress(Callback):
                 if t.get("state") == "running":
                     t.update(state="interrupted", last_seen=now)
         self.status.update(updated=now, elapsed_seconds=self.before + now - self.t0, counts=self.counts())
+        self.status["eta"] = self.eta(now) if self.status["state"] == "running" else None
         b = self.best()
         self.status["best"] = None if b is None else {
             "trial_id": b[0], "metric": self.search.metrics[0], "value": b[1],
             "params": self.status["trials"][b[0]].get("params")}
         rundir.write_json(self.run_dir / rundir.STATUS, self.status)
+
+    def eta(self, now: float) -> dict[str, Any] | None:
+        """Seconds the study has left (xlt.study.eta), or None without an estimate."""
+        if self.estimate is None:
+            return None
+        clocks = []
+        for t in self.status["trials"].values():
+            state = t.get("state", "pending")
+            took = t.get("seconds") if state in ("done", "failed") else (
+                t.get("seconds_before", 0.0) + (now - t["started"] if t.get("started") else 0.0))
+            clocks.append(TrialClock(self.estimate(t.get("params") or {}), state, took or 0.0))
+        unseen = self.search.total - len(clocks)  # trials Tune has not created yet
+        clocks += [TrialClock(self.estimate({}), "pending")] * max(unseen, 0)
+        e = eta(clocks, self.slots)
+        return {"seconds": e.seconds, "factor": e.factor, "finished": e.finished}
 
     def compact(self, force: bool = False) -> None:
         if force or time.time() - self.last_compact >= self.compact_every:
@@ -122,8 +141,10 @@ class Progress(Callback):
         b = self.best()
         best = f"best {self.search.metrics[0]} {fmt(b[1])} ({b[0]})" if b else "best -"
         fails = f" failed {c['failed']}" if c["failed"] else ""
+        e = self.status.get("eta")
+        left = f" | ETA {clock(e['seconds'])}" if e else ""
         print(f"[{clock(self.before + time.time() - self.t0)}] {trial_id} {what} | done {c['done']} running {c['running']}"
-              f" pending {c['pending']}{fails} | {best}", file=self.stream, flush=True)
+              f" pending {c['pending']}{fails} | {best}{left}", file=self.stream, flush=True)
 
     # ---------------------------------------------------------------- Tune hooks
 

@@ -174,6 +174,26 @@ def check_resources(spec: StudySpec, opts: RunOptions) -> None:
 # ---------------------------------------------------------------- the study
 
 
+def trial_seconds(spec: StudySpec):
+    """params -> the trial's estimated wall seconds (xlt estimate's cost, shared steps charged to
+    the first trial in plan order, over its workers); trials the plan does not list (a sampler's)
+    get the mean. None when the study cannot be priced: progress then shows no ETA."""
+    import json
+
+    from xlt.study.estimate import estimate
+
+    try:
+        est = estimate(spec)
+    except Exception as e:  # noqa: BLE001 - an ETA is a convenience: the study runs without it
+        print(f"xlt: note: no ETA ({str(e).splitlines()[0] if str(e) else type(e).__name__})", file=sys.stderr)
+        return None
+    workers = spec.resources.workers
+    by = {json.dumps(r["params"], sort_keys=True, default=str): 3600 * r["paid_device_hours"] / workers
+          for r in est["trials"]}
+    mean = sum(by.values()) / len(by) if by else 0.0
+    return lambda params: by.get(json.dumps(params, sort_keys=True, default=str), mean)
+
+
 def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progress, restore: bool):
     from ray import tune
 
@@ -235,7 +255,10 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     run = rundir.create(opts.out, spec, old_run)
     (opts.out / rundir.DONE).unlink(missing_ok=True)
     search = space.build(spec, opts.out)
-    progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"), page=opts.page)
+    slots = max(1, min(spec.resources.max_concurrent_trials,
+                       concurrent_fit(spec, ray.cluster_resources(), opts.driver_resource)))
+    progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"), page=opts.page,
+                        estimate=trial_seconds(spec), slots=slots)
     restore = opts.resume and tune.Tuner.can_restore(str(opts.out / "ray" / rundir.TUNE_NAME))
     if restore:
         progress.resumed()

@@ -101,6 +101,7 @@ def study_status(run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir), "study": st.get("study"), "run_id": st.get("run_id"), "state": state,
         "finished": (run_dir / rundir.DONE).exists(), "elapsed_seconds": st.get("elapsed_seconds"),
         "updated": st.get("updated"), "objectives": objectives, "counts": counts, "trials": trials,
+        "eta": st.get("eta") if state == "running" else None,
         "best": None if best is None else {"trial_id": best["trial_id"], "metric": metric,
                                            "value": best["scores"][metric], "params": best["params"]},
         "flops_train_total": sum(t["flops_train"] or 0 for t in trials),
@@ -118,12 +119,20 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return format(v, spec) if isinstance(v, int | float) else str(v)
 
 
+def _eta(e: dict[str, Any] | None) -> str:
+    if not e:
+        return ""
+    basis = (f"estimates x {e['factor']:.2f}, the ratio of {e['finished']} finished trial(s)" if e.get("finished")
+             else "xlt estimate's figures, no trial finished yet")
+    return f"; ETA {e['seconds']:.0f}s ({basis})"
+
+
 def format_status(st: dict[str, Any]) -> str:
     c = st["counts"]
     ago = f", updated {time.time() - st['updated']:.0f}s ago" if st.get("updated") else ""
     out = [f"study {st['study']} ({st['run_id']}): {st['state']}{ago}",
            f"trials: {c['done']} done, {c['running']} running, {c['pending']} pending, {c['failed']} failed"
-           f"; elapsed {_f(st.get('elapsed_seconds'), '.0f')}s"]
+           f"; elapsed {_f(st.get('elapsed_seconds'), '.0f')}s" + _eta(st.get("eta"))]
     metrics = [m for m, _ in st["objectives"]]
     head = ["trial", "state"] + metrics + ["FLOPs", "dev-h", "trial s", "pipeline s", "overhead s", "params"]
     table = [head]
