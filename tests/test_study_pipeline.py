@@ -4,6 +4,7 @@ directory's rows deduplicate."""
 
 import copy
 import io
+import json
 import random
 
 import pytest
@@ -212,4 +213,10 @@ def test_resume_with_a_changed_study_names_the_first_key_that_differs(tmp_path, 
     changed = spec_from_dict(apply_overrides(tree, {k: {**tree.get(k, {}), **v} for k, v in override.items()}))
     with pytest.raises(XltError, match="different spec") as e:
         rundir.check(out, changed, resume=True)
-    assert named in str(e.value), str(e.value)
+    assert named in str(e.value) and "--resume --force" in str(e.value), str(e.value)
+    # --resume --force goes on, and run.json says when and what differed
+    run = rundir.check(out, changed, resume=True, force=True)
+    rundir.create(out, changed, run)
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["run_id"] == run["run_id"] and saved["forced"][0]["difference"] == named
+    assert saved["forced"][0]["to_hash"] == changed.hash() and rundir.check(out, changed, resume=True) is not None

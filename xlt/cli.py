@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="run directory (default: runs/<study>); on a cluster, shared storage")
     s.add_argument("--address", default=None, help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     s.add_argument("--resume", action="store_true", help="continue the study in --out after an interruption")
+    s.add_argument("--force", action="store_true",
+                   help="with --resume: go on although the study file changed (trials left run under the new spec)")
     s.add_argument("--driver-resource", default=None, metavar="NAME[=AMOUNT]",
                    help="custom resource each trial driver needs (keeps drivers on nodes that advertise it)")
     s.add_argument("--wait-resources", type=float, default=0.0, metavar="SECONDS",
@@ -271,7 +273,9 @@ def _run(args) -> int:
     from xlt.study.runner import RunOptions, parse_driver_resource, run_study
 
     out = Path(args.out or f"runs/{spec.name}")
-    opts = RunOptions(out=out, address=args.address, resume=args.resume,
+    if args.force and not args.resume:
+        raise XltError("--force: only with --resume (it lets a changed study go on in its run directory)")
+    opts = RunOptions(out=out, address=args.address, resume=args.resume, force=args.force,
                       driver_resource=parse_driver_resource(args.driver_resource), wait_resources=args.wait_resources,
                       page=lambda: main_dashboard(str(out), None))  # rewritten after every trial: a live page
     code = run_study(spec, opts)

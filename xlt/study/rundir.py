@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,11 @@ def read_json(path: Path) -> Any:
         raise XltError(f"{path}: not a JSON file ({e})") from None
 
 
-def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
+def check(out: Path, spec: StudySpec, resume: bool, force: bool = False) -> dict[str, Any] | None:
     """Check `out` against --resume and the spec (before anything starts); returns the run.json of
-    the run to resume, or None for a new run."""
+    the run to resume, or None for a new run. A changed spec is refused unless `force`
+    (--resume --force): then the run goes on under the new spec, and run.json records when and
+    what differed (rows already logged stay as their trials made them)."""
     if out.exists() and not out.is_dir():
         raise XltError(f"{out}: not a directory; choose another --out")
     busy = out.exists() and any(not p.name.startswith(lock.LOCK) for p in out.iterdir())
@@ -64,10 +67,19 @@ def check(out: Path, spec: StudySpec, resume: bool) -> dict[str, Any] | None:
                        "choose another --out") from None
     if old.name != spec.name:
         raise XltError(f"{out}: holds study '{old.name}', not '{spec.name}': choose another --out to run it")
+    run = read_json(out / RUN)
     if old.hash() != spec.hash():
-        raise XltError(f"{out}: study '{spec.name}' there was run with a different spec ({old.first_difference(spec)}): "
-                       "same file and overrides to resume, or another --out")
-    return read_json(out / RUN)
+        difference = old.first_difference(spec)
+        if not force:
+            raise XltError(f"{out}: study '{spec.name}' there was run with a different spec ({difference}): "
+                           "same file and overrides to resume, another --out, or --resume --force to go on "
+                           "under the new spec")
+        print(f"xlt: --force: resuming '{spec.name}' under a changed spec ({difference}); trials run so far keep "
+              "their rows, the rest run with the new spec", file=sys.stderr)
+        if run is not None:
+            run = {**run, "forced": [*run.get("forced", []), {"time": time.time(), "difference": difference,
+                                                            "from_hash": old.hash(), "to_hash": spec.hash()}]}
+    return run
 
 
 def min_free_bytes() -> int:
@@ -129,6 +141,7 @@ def create(out: Path, spec: StudySpec, run: dict[str, Any] | None) -> dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SPEC, spec.model_dump(mode="json"))
     if run is not None:
+        write_json(out / RUN, run)  # as check returned it (a forced resume is recorded)
         return run
     run = {"run_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "study": spec.name, "spec_hash": spec.hash(),
            "created": time.time()}

@@ -39,6 +39,7 @@ class RunOptions:
     out: Path
     address: str | None = None
     resume: bool = False
+    force: bool = False  # with resume: go on under a changed spec
     driver_resource: tuple[str, float] | None = None  # custom resource every trial driver needs
     wait_resources: float = 0.0  # seconds to wait for a cluster to scale up to one trial
     page: Callable[[], Any] | None = None  # rewrites the dashboard (after every trial)
@@ -221,7 +222,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progr
 def run_study(spec: StudySpec, opts: RunOptions) -> int:
     """Run (or resume) a study; returns the exit code (0 done, 1 some trials failed or interrupted)."""
     opts.out = opts.out.resolve()
-    old_run = rundir.check(opts.out, spec, opts.resume)
+    old_run = rundir.check(opts.out, spec, opts.resume, opts.force)
     rundir.check_storage(opts.out)  # an unwritable or full run directory fails here, before Ray starts
     with lock.held(opts.out, "xlt run"):  # one driver per run directory
         return _locked(spec, opts, old_run)
