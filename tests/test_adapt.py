@@ -344,3 +344,32 @@ def test_a_damaged_step3_entry_is_moved_aside_and_rebuilt(tmp_path, damage):
                     for d in ("run", "again"))
     assert first.equals(again)
     assert (entry / "meta.json").exists() and "_files" in json.loads((entry / "meta.json").read_text())
+
+
+@pytest.mark.parametrize("how", ["head", "all"])
+def test_step1_of_a_headless_pretrained_primary_fits_a_head_over_its_frozen_body(tmp_path, tok, how):
+    """adapt.primary_step1: `head` (the default) fits a new MLM head and leaves the pretrained body
+    as the checkpoint has it (training the whole MiniLM under a random head cost step 3 most of its
+    English F1); `all` trains the whole model. The estimate prices the two as they run."""
+    import yaml
+
+    from xlt.spec import spec_from_dict
+    from xlt.study.estimate import trial_cost
+    from xlt.train.adapt import AdaptText, run_step1
+
+    ckpt = tmp_path / "ckpt"
+    tiny_body(layers=2, vocab=len(tok)).save_pretrained(ckpt)  # a BertModel: no MLM head in its weights
+    tok.save_pretrained(ckpt)
+    tree = yaml.safe_load(TINY_ADAPT)
+    tree["model"] = {"name": str(ckpt)}
+    tree["adapt"] |= {"method": "base_large", "primary_step1": how}
+    spec = spec_from_dict(tree)
+    text = AdaptText.read(spec)
+    before = {k: v.clone() for k, v in tiny_body(layers=2, vocab=len(tok)).state_dict().items()}
+    s1 = run_step1(spec, tok, text.source, Meter(), torch.device("cpu"))
+    after = s1.body.state_dict()
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert (changed == []) == (how == "head"), changed[:3]
+    costs = {h: trial_cost(spec_from_dict({**tree, "adapt": {**tree["adapt"], "primary_step1": h}}))["stages"]["step1"]
+             for h in ("head", "all")}
+    assert 0 < costs["head"] < costs["all"] / 2

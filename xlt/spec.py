@@ -302,6 +302,12 @@ class AdaptSpec(_Strict):
     # pieces its text splits into (Gee et al. 2022, "Fast Vocabulary Transfer")
     embedding_init: Literal["random", "copy_shared", "source_pieces"] = "copy_shared"
     mlm_probability: float = Field(0.15, gt=0, lt=1)
+    # step 1 of BaseLarge's (and MiniPost's) primary when the checkpoint has no MLM head (MiniLM, e5):
+    # `head` fits a new head over the frozen body, so the primary stays the pretrained checkpoint as a
+    # BaseLarge with its own head does; `all` continues MLM pretraining of the whole model. Measured
+    # on MiniLM (studies/minimodel_swap_cpu.yaml): 200 steps of `all` at lr 2e-4 took step 3's
+    # English F1 from 37.6 to 10.9 (a random head's gradients distort the pretrained body)
+    primary_step1: Literal["head", "all"] = "head"
     # lines of each text held out of steps 1 and 2 (at most a tenth): the held-out masked-LM loss
     # and accuracy on step-2 rows say how well each step learned; 0: none
     mlm_heldout_lines: int = Field(400, ge=0)
@@ -847,6 +853,7 @@ def step1_identity(spec: StudySpec, method: str) -> dict[str, Any]:
     a, t = spec.adapt, spec.train
     assert a is not None
     return {"model": spec.model.model_dump(mode="json"), "method": method,
+            "primary_step1": a.primary_step1 if method in ("base_large", "mini_post") else None,
             "depth": a.depth if method != "base_large" else None, "step1": a.step1.model_dump(mode="json"),
             "seed": t.seed, "mlm": a.mlm_probability, "dropout": t.dropout}
 

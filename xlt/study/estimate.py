@@ -279,10 +279,13 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     en = dict(probability=p, line_tokens=text_line_tokens(spec, a.source_text, "en"))
     target = dict(probability=p, line_tokens=text_line_tokens(spec, a.target_patterns(a.target_lang), a.target_lang))
     # BaseLarge's step 1 (as xlt.train.adapt.run_step1): the whole primary MLM-trained (a tiny model
-    # from scratch; a pretrained one without an MLM head, e.g. MiniLM, continued), or nothing for a
-    # checkpoint that is a masked LM already
-    if spec.model.tiny is not None or not has_mlm_head(spec, cfg):
+    # from scratch; a pretrained one without an MLM head, e.g. MiniLM, with primary_step1: all), a
+    # new head over its frozen body (primary_step1: head), or nothing for a checkpoint that is a
+    # masked LM already
+    if spec.model.tiny is not None or (not has_mlm_head(spec, cfg) and a.primary_step1 == "all"):
         base_large = _mlm_flops(shape, (True,) * n, a.step1, embeddings=True, head=True, **en)
+    elif not has_mlm_head(spec, cfg):  # a new head fitted over the frozen body
+        base_large = _mlm_flops(shape, (False,) * n, a.step1, embeddings=False, head=True, **en)
     else:
         base_large = 0.0
     step1 = {

@@ -300,19 +300,25 @@ def run_step1(spec: StudySpec, tokenizer, lines: list[str], meter: Meter, device
     joint = a.method == "mini_joint"
     if joint:
         heads["k"] = new_head(body.config).to(device)
-    # (Continued) English MLM pretraining of the whole primary, MiniJoint's with both heads. An
-    # encoder without an MLM head (MiniLM, e5) is not a masked LM, and a head over its frozen body
-    # stays a poor one: on all-MiniLM-L6-v2 it predicted 10.8% of held-out masked English tokens
-    # after 300 steps (loss 6.96), where training the whole model reached 17.4% (loss 5.90) after
-    # 100 and was still rising. Step 2 learns the target embeddings through that head, so a head
-    # alone left BaseLarge and MiniPost a weaker primary than MiniJoint's. Only a checkpoint with
-    # its own pretrained MLM head is BaseLarge's primary as it is.
-    if scratch or joint or head is None:
+    # English MLM (pre)training of the whole primary: a model from scratch, or MiniJoint's with both
+    # heads (joint by definition). A pretrained primary without an MLM head (MiniLM, e5) gets one:
+    # fitted over its frozen body (adapt.primary_step1 = head, the default), or with the whole model
+    # trained (all). A head over a frozen body is the weaker masked LM (on all-MiniLM-L6-v2, 10.8%
+    # of held-out masked English tokens after 300 steps, against 17.4% after 100 for the whole
+    # model), but training the whole model under a random head cost step 3 most of its English F1
+    # (37.6 -> 10.9, minimodel_swap_cpu), and the English task model is what step 4 transfers.
+    if scratch or joint or (head is None and a.primary_step1 == "all"):
         model = MaskedLM(body, {n: heads["top"], **({k: heads["k"]} if joint else {})})
         freeze(model, True)
         extra = ((k, "mlm"),) if joint else ()
         train_mlm(model, tokenizer, lines, a.step1,
                   plan=_mlm_plan(n, (True,) * n, embeddings=True, head=True, extra_heads=extra), **common)
+    elif head is None:  # the head alone; its decoder is the (frozen) token embeddings, tied
+        model = MaskedLM(body, {n: heads["top"]})
+        freeze(model)
+        freeze(heads["top"], True)
+        train_mlm(model, tokenizer, lines, a.step1,
+                  plan=_mlm_plan(n, (False,) * n, embeddings=False, head=True), **common)
 
     return Step1(body, heads, post_layer)
 
