@@ -47,19 +47,25 @@ def test_progress_lines_and_status_carry_the_eta_on_a_fake_clock(tmp_path, monke
     out = io.StringIO()
     costs = {0.1: 100.0, 0.2: 100.0, 0.3: 50.0}
     prog = P.Progress(tmp_path, search, {"study": "s", "run_id": "r"}, None, stream=out,
-                      estimate=lambda params: costs.get(params.get("train.lr"), 250 / 3), slots=1)  # unknown: the mean
+                      estimate=lambda params: costs.get(params.get("train.lr"), 250 / 3), slots=1,  # unknown: the mean
+                      planned=[{"train.lr": lr} for lr in costs])
     trial = SimpleNamespace(trial_id="t0", config={"train.lr": 0.1}, error_file=None)
     prog.on_trial_start(0, [], trial)
-    assert out.getvalue().rstrip().endswith("| ETA 0:04:26")  # 100 + two unseen trials at the mean (83.3) each
+    assert out.getvalue().rstrip().endswith("| ETA 0:04:10")  # 100 + the two planned trials not started (100, 50)
     now[0] += 200  # it takes 200 s, twice its estimate
     prog._finish(trial, "done")
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["eta"]["factor"] == pytest.approx(2.0) and status["eta"]["finished"] == 1
-    assert status["eta"]["seconds"] == pytest.approx(2 * 2 * 250 / 3)
+    assert status["eta"]["seconds"] == pytest.approx(2 * (100 + 50))
     prog.on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"train.lr": 0.3}, error_file=None))
     now[0] += 30
     prog.write()
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["eta"]["seconds"] == pytest.approx((2 * 50 - 30) + 2 * 250 / 3)
+    assert status["eta"]["seconds"] == pytest.approx((2 * 50 - 30) + 2 * 100)  # lr 0.2 is the one left
+    # a sampler's trial the plan does not list: the mean, and the plan's unseen trials still count
+    (tmp_path / "b").mkdir()
+    sampler = P.Progress(tmp_path / "b", search, {"study": "s", "run_id": "r"}, None, stream=io.StringIO(),
+                         estimate=lambda params: costs.get(params.get("train.lr"), 250 / 3), slots=1)
+    assert sampler.eta(now[0])["seconds"] == pytest.approx(250)
     prog.write("done")
     assert json.loads((tmp_path / "status.json").read_text())["eta"] is None

@@ -16,6 +16,7 @@ import re
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,9 +62,12 @@ class Progress(Callback):
     def __init__(self, run_dir: Path, search: Search, run: dict[str, Any], address: str | None,
                  stream: TextIO | None = None, compact_every: float = 10.0,
                  page: Callable[[], Any] | None = None,
-                 estimate: Callable[[dict[str, Any]], float] | None = None, slots: int = 1):
+                 estimate: Callable[[dict[str, Any]], float] | None = None, slots: int = 1,
+                 planned: list[dict[str, Any]] | None = None):
         self.run_dir, self.search, self.compact_every, self.page = run_dir, search, compact_every, page
-        self.estimate, self.slots = estimate, slots  # a trial's estimated seconds by its params (ETA)
+        # for the ETA: a trial's estimated seconds by its params, the planned trials' params (a
+        # grid's: the trials Tune has not created yet are those), the trials run at once
+        self.estimate, self.slots, self.planned = estimate, slots, planned or []
         self.stream = stream or sys.stdout
         self.t0 = time.time()
         self.last_compact = 0.0
@@ -125,8 +129,18 @@ class Progress(Callback):
             took = t.get("seconds") if state in ("done", "failed") else (
                 t.get("seconds_before", 0.0) + (now - t["started"] if t.get("started") else 0.0))
             clocks.append(TrialClock(self.estimate(t.get("params") or {}), state, took or 0.0))
-        unseen = self.search.total - len(clocks)  # trials Tune has not created yet
-        clocks += [TrialClock(self.estimate({}), "pending")] * max(unseen, 0)
+        # trials Tune has not created yet: the planned ones not seen, in plan order (a sampler's
+        # draws are not known in advance: they cost what estimate gives unknown params, the mean)
+        seen = Counter(_key(t.get("params") or {}) for t in self.status["trials"].values())
+        left = []
+        for params in self.planned:
+            if seen[_key(params)] > 0:
+                seen[_key(params)] -= 1
+            else:
+                left.append(params)
+        unseen = max(self.search.total - len(clocks), 0)
+        left = (left + [{}] * unseen)[:unseen]
+        clocks += [TrialClock(self.estimate(params), "pending") for params in left]
         e = eta(clocks, self.slots)
         return {"seconds": e.seconds, "factor": e.factor, "finished": e.finished}
 
@@ -233,6 +247,10 @@ class Progress(Callback):
                 if t is not None and t.get("state") == "running":
                     t["last_seen"] = now
             self.write()
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def _error_line(trial) -> str:

@@ -176,9 +176,10 @@ def check_resources(spec: StudySpec, opts: RunOptions) -> None:
 
 
 def trial_seconds(spec: StudySpec):
-    """params -> the trial's estimated wall seconds (xlt estimate's cost, shared steps charged to
-    the first trial in plan order, over its workers); trials the plan does not list (a sampler's)
-    get the mean. None when the study cannot be priced: progress then shows no ETA."""
+    """(params -> the trial's estimated wall seconds, the planned trials' params): xlt estimate's
+    cost, shared steps charged to the first trial in plan order, over the trial's workers; params
+    the plan does not list (a sampler's) get the mean. None when the study cannot be priced:
+    progress then shows no ETA."""
     import json
 
     from xlt.study.estimate import estimate
@@ -192,7 +193,8 @@ def trial_seconds(spec: StudySpec):
     by = {json.dumps(r["params"], sort_keys=True, default=str): 3600 * r["paid_device_hours"] / workers
           for r in est["trials"]}
     mean = sum(by.values()) / len(by) if by else 0.0
-    return lambda params: by.get(json.dumps(params, sort_keys=True, default=str), mean)
+    return (lambda params: by.get(json.dumps(params, sort_keys=True, default=str), mean),
+            [r["params"] for r in est["trials"]])
 
 
 def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progress, restore: bool):
@@ -258,8 +260,9 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     search = space.build(spec, opts.out)
     slots = max(1, min(spec.resources.max_concurrent_trials,
                        concurrent_fit(spec, ray.cluster_resources(), opts.driver_resource)))
+    costs = trial_seconds(spec)
     progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"), page=opts.page,
-                        estimate=trial_seconds(spec), slots=slots)
+                        estimate=costs[0] if costs else None, planned=costs[1] if costs else None, slots=slots)
     restore = opts.resume and tune.Tuner.can_restore(str(opts.out / "ray" / rundir.TUNE_NAME))
     if restore:
         progress.resumed()
