@@ -214,6 +214,12 @@ SHRINK: dict[str, list[str]] = {
                                "search.points=[]","data.english.max_questions=60", "adapt.step1.steps=4", "adapt.step2.steps=4",
                                "adapt.eval_every=2", "adapt.vocab_size=500", "adapt.target_text_fraction=0.01",
                                _eval_questions("minimodel_realtext_cpu.yaml", 20)],
+    # the swap study: its Russian source_pieces trial alone (BaseLarge; the English control and
+    # copy_shared differ only in step 2's language and initialisation, which the unit tests cover)
+    "minimodel_swap_cpu": ["search.space={adapt.target_lang: [ru], adapt.embedding_init: [source_pieces]}",
+                           "search.points=[]", "data.english.max_questions=60", "train.epochs=1",
+                           "adapt.step1.steps=4", "adapt.step2.steps=4", "adapt.eval_every=2", "adapt.vocab_size=500",
+                           "adapt.target_text_fraction=0.01", _eval_questions("minimodel_swap_cpu.yaml", 20)],
     "minimodel_quickstart": ["train.epochs=2", "data.english.synthetic.n=600", "adapt.synthetic_lines=1500",
                              "adapt.step1.steps=60", "adapt.step2.steps=60", "adapt.eval_every=30"],
 }
