@@ -49,9 +49,11 @@ class Fit:
         return self.a - self.b * np.power(np.asarray(n, dtype=float), -self.c)
 
     def needed(self, target: float) -> float:
-        """Examples at which the curve reaches ``target``: inf when the asymptote is not above it."""
-        if target >= self.a or self.b <= 0:
-            return math.inf if target >= self.a else 0.0
+        """Examples at which the curve reaches ``target``: inf when the asymptote is not above it
+        (within rounding: a fitted asymptote of 80.00000000000001 does not make 80 reachable)."""
+        unreachable = target >= self.a - 1e-9 * max(1.0, abs(self.a))
+        if unreachable or self.b <= 0:
+            return math.inf if unreachable else 0.0
         return float((self.b / (self.a - target)) ** (1.0 / self.c))
 
 
