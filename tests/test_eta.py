@@ -69,3 +69,24 @@ def test_progress_lines_and_status_carry_the_eta_on_a_fake_clock(tmp_path, monke
     assert sampler.eta(now[0])["seconds"] == pytest.approx(250)
     prog.write("done")
     assert json.loads((tmp_path / "status.json").read_text())["eta"] is None
+
+
+def test_the_live_page_is_rewritten_at_the_first_trial_end_then_at_most_every_30_s(tmp_path, monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray")
+    from xlt.study import progress as P
+    from xlt.study.space import Search
+
+    now = [0.0]
+    monkeypatch.setattr(P.time, "time", lambda: now[0])
+    pages: list[float] = []
+    prog = P.Progress(tmp_path, Search({}, None, None, 3, 3, ["f1"], ["max"], "en-dev"), {"study": "s", "run_id": "r"},
+                      None, stream=io.StringIO(), page=lambda: pages.append(now[0]))
+    for i, at in enumerate([5.0, 20.0, 40.0]):
+        now[0] = at
+        trial = SimpleNamespace(trial_id=f"t{i}", config={}, error_file=None)
+        prog.on_trial_start(0, [], trial)
+        prog._finish(trial, "done")
+    assert pages == [5.0, 40.0]

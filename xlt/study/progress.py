@@ -4,7 +4,8 @@ A Tune callback on the study's driver: one line per trial event (start, evaluati
 error) with the counts, the best result so far and the elapsed time; status.json rewritten on
 every event; the row log compacted into results.parquet every few seconds and whenever a trial
 ends, so a partial study can be read at any time; and the dashboard rewritten whenever a trial
-ends (`page`), so the page of a running or killed study shows every finished trial.
+ends (`page`, at most every PAGE_EVERY seconds), so the page of a running or killed study shows
+the trials finished by then.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+PAGE_EVERY = 30.0  # seconds between two rewrites of the live dashboard
 _live: list[Progress] = []
 
 
@@ -68,6 +70,7 @@ class Progress(Callback):
         # for the ETA: a trial's estimated seconds by its params, the planned trials' params (a
         # grid's: the trials Tune has not created yet are those), the trials run at once
         self.estimate, self.slots, self.planned = estimate, slots, planned or []
+        self.page_written = -math.inf
         self.stream = stream or sys.stdout
         self.t0 = time.time()
         self.last_compact = 0.0
@@ -206,9 +209,12 @@ class Progress(Callback):
         self.write_page()
 
     def write_page(self) -> None:
-        """Rewrite the dashboard from the rows so far; the study goes on without it."""
-        if self.page is None:
+        """Rewrite the dashboard from the rows so far (at the first trial end, then at most every
+        PAGE_EVERY seconds: drawing the page takes the driver a second or two, and a study of short
+        trials should not spend its time on it); the study goes on without it."""
+        if self.page is None or time.time() - self.page_written < PAGE_EVERY:
             return
+        self.page_written = time.time()
         try:
             self.page()
         except Exception as e:  # noqa: BLE001 - a page that cannot be drawn must not stop the study
