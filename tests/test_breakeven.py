@@ -93,3 +93,37 @@ def test_no_reference_and_no_rows():
     v = be.with_verdicts(be.arms(rows[rows["method"] != "base_large"]))
     assert set(v["verdict"]) == {"no_reference"} and v["retention"].isna().all()
     assert be.arms(rows.iloc[0:0]).empty
+
+
+def test_estimate_prices_break_even_with_its_own_cost_model():
+    from tests.helpers import ROOT
+    from xlt.spec import load_spec, trial_spec
+    from xlt.study.estimate import estimate, format_estimate, trial_cost
+
+    spec = load_spec(ROOT / "studies" / "minimodel_quickstart.yaml")
+    est = estimate(spec)
+    arms = {a["arm"]: a for a in est["breakeven"]}
+    assert arms["base_large"]["verdict"] == "reference"
+    for row in est["trials"]:
+        cost = trial_cost(trial_spec(spec, row["params"]))
+        a = trial_spec(spec, row["params"]).adapt
+        arm = arms[a.method if a.method == "base_large" else f"{a.method} k={a.depth}"]
+        assert arm["one_off"] == pytest.approx(cost["stages"]["step1"] + cost["stages"]["step3"])
+        assert arm["per_language"] == pytest.approx(cost["stages"]["step2"])
+        if a.method != "base_large":
+            ref = arms["base_large"]
+            v = breakeven.break_even(arm["one_off"], arm["per_language"], ref["one_off"], ref["per_language"])
+            assert arm["break_even"] == v.languages
+    text = format_estimate(est)
+    assert "break-even across target languages" in text and "37.2%" in text
+
+
+def test_page_draws_break_even_for_an_adaptation_study(tmp_path):
+    from tests.test_dashboards import adapt_rows, fake_run
+    from xlt.dashboards import main_dashboard
+
+    page = main_dashboard(str(fake_run(tmp_path, adapt_rows(), optuna_trials=0)), str(tmp_path / "p.html")).read_text()
+    section = page.split("<section id='breakeven'>")[1].split("</section>")[0]
+    assert 'id="fig-breakeven"' in section and "37.2%" in section and "tau = 0.95" in section
+    assert "mini_joint k=2" in section and "reference" in section
+    assert 'id="fig-search-progress"' in page
