@@ -392,12 +392,12 @@ def priced_breakeven(spec: StudySpec, rows: list[dict[str, Any]]) -> list[dict[s
     planned steps, not to near-maximal quality (which only the rows can tell)."""
     arms: dict[tuple[str, int | None], dict[str, Any]] = {}
     for r in rows:
-        a = trial_spec(spec, r["params"]).adapt
-        assert a is not None
-        key = (a.method, None if a.method == breakeven.REFERENCE else a.depth)
-        arm = arms.setdefault(key, {"method": a.method, "depth": key[1], "one_off": [], "per_language": {}})
+        adapt = trial_spec(spec, r["params"]).adapt
+        assert adapt is not None
+        key = (adapt.method, None if adapt.method == breakeven.REFERENCE else adapt.depth)
+        arm = arms.setdefault(key, {"method": adapt.method, "depth": key[1], "one_off": [], "per_language": {}})
         arm["one_off"].append(r["stages"]["step1"] + r["stages"]["step3"])
-        arm["per_language"].setdefault(a.target_lang, []).append(r["stages"]["step2"])
+        arm["per_language"].setdefault(adapt.target_lang, []).append(r["stages"]["step2"])
     out = []
     for arm in arms.values():
         langs = {lang: sum(v) / len(v) for lang, v in arm["per_language"].items()}
