@@ -65,3 +65,68 @@ def test_a_study_stops_starting_trials_at_its_budget(ray_session, in_tmp):
     code, text, err = run_cli("status", str(out))
     assert code == 0, err
     assert f"{done} done, 0 running, 0 pending" in text and "stopped by budget" in text and "budget: " in text
+
+
+class FakeTrial:
+    def __init__(self, trial_id, config):
+        self.trial_id, self.config = trial_id, config
+
+
+class FakeSearch:
+    """A search algorithm handing out trials with given params (what BudgetedSearch wraps)."""
+
+    def __init__(self, n):
+        self.left, self.completed, self.finished = list(range(n)), [], False
+
+    def next_trial(self):
+        return FakeTrial(f"t{self.left.pop(0)}", {"train.lr": 1e-3}) if self.left else None
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed.append((trial_id, error))
+
+    def is_finished(self):
+        return self.finished or not self.left
+
+    def set_finished(self):
+        self.finished = True
+
+    def has_checkpoint(self, dirpath):
+        return False
+
+    def save_to_dir(self, dirpath, **kwargs):
+        pass
+
+
+def test_budgeted_search_stops_handing_out_trials_and_resumes_its_ledger(tmp_path):
+    from xlt.study.budget import BudgetedSearch
+
+    inner = FakeSearch(5)
+    search = BudgetedSearch(inner, Ledger("flops", 25.0), lambda params: 10.0)
+    a = search.next_trial()
+    search.on_trial_complete(a.trial_id, {"flops_train": 10.0})
+    assert search.next_trial().trial_id == "t1"
+    assert search.next_trial() is None and search.is_finished()  # 10 + 10 + 10 > 25
+    assert inner.completed[-1] == ("t2", True)  # the refused trial is closed in the wrapped algorithm
+    search.save_to_dir(str(tmp_path))
+    again = BudgetedSearch(FakeSearch(3), Ledger("flops", 25.0), lambda params: 10.0)
+    assert again.has_checkpoint(str(tmp_path))
+    again.restore_from_dir(str(tmp_path))
+    assert again.is_finished() and again.ledger.snapshot()["spent"] == 10 and again.ledger.running == {"t1"}
+
+
+def test_price_reuses_the_estimate(tmp_path):
+    import yaml
+
+    from tests.test_study import STUDY
+    from xlt.spec import load_spec
+    from xlt.study.budget import Price
+    from xlt.study.estimate import estimate
+
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({**STUDY, "search": {"algorithm": "grid", "space": {"train.lr": [1e-3, 3e-3]}}}))
+    spec = load_spec(f)
+    rows = estimate(spec)["trials"]
+    flops, hours = Price(spec, "flops"), Price(spec, "device_hours")
+    assert flops(rows[1]["params"]) == rows[1]["flops_train"]
+    assert hours(rows[0]["params"]) == rows[0]["paid_device_hours"]
+    assert flops({"train.lr": 9.0}) == pytest.approx(sum(r["flops_train"] for r in rows) / 2)  # unknown: the mean

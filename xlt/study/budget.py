@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune.search import SearchAlgorithm
@@ -30,6 +31,7 @@ from ray.tune.search import SearchAlgorithm
 from xlt.errors import XltError
 from xlt.spec import StudySpec
 
+LEDGER_FILE = "xlt-budget.json"
 UNIT_NAMES = {"flops": "training FLOPs", "device_hours": "device-hours"}
 
 
@@ -83,6 +85,14 @@ class Ledger:
         self.running.discard(trial_id)
         ok = measured is not None and not math.isnan(measured)
         self.spent[trial_id] = float(measured) if ok else self.estimates[trial_id]  # type: ignore[arg-type]
+
+    def state(self) -> dict[str, Any]:
+        return {"estimates": self.estimates, "running": sorted(self.running), "spent": self.spent,
+                "stopped": None if self.stopped is None else vars(self.stopped)}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.estimates, self.running, self.spent = dict(saved["estimates"]), set(saved["running"]), dict(saved["spent"])
+        self.stopped = None if saved.get("stopped") is None else Decision(**saved["stopped"])
 
     def snapshot(self) -> dict[str, Any]:
         f = self.factor()
@@ -183,11 +193,22 @@ class BudgetedSearch(SearchAlgorithm):
         self._finished = True
         self.inner.set_finished()
 
+    # the ledger is saved beside the wrapped algorithm's state in Tune's experiment checkpoint, so a
+    # resumed study keeps what it spent (and a study stopped by its budget stays stopped)
     def has_checkpoint(self, dirpath: str) -> bool:
-        return self.inner.has_checkpoint(dirpath)
+        return self.inner.has_checkpoint(dirpath) or (Path(dirpath) / LEDGER_FILE).exists()
 
     def save_to_dir(self, dirpath: str, **kwargs):
-        return self.inner.save_to_dir(dirpath, **kwargs)
+        self.inner.save_to_dir(dirpath, **kwargs)
+        (Path(dirpath) / LEDGER_FILE).write_text(json.dumps(self.ledger.state()))
 
     def restore_from_dir(self, dirpath: str):
-        return self.inner.restore_from_dir(dirpath)
+        if self.inner.has_checkpoint(dirpath):
+            self.inner.restore_from_dir(dirpath)
+        saved = Path(dirpath) / LEDGER_FILE
+        if saved.exists():
+            self.ledger.load(json.loads(saved.read_text()))
+            if self.ledger.stopped is not None:
+                self._finished = True
+            if self.progress is not None:
+                self.progress.budget_update(self.ledger.snapshot())
