@@ -376,7 +376,7 @@ def test_page_from_a_run_directory(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert out.stat().st_mode & 0o044  # readable by others: a dashboard is for sharing
     assert re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div"', page) == [
-        "fig-compute-flops", "fig-compute-hours", "fig-pareto", "fig-learning",
+        "fig-compute-flops", "fig-compute-hours", "fig-pareto", "fig-search-progress", "fig-learning",
         "fig-search-0", "fig-search-1", "fig-search-2", "fig-search-3",  # history, importances, parallel, Pareto
     ]
     assert page.count("<script type='text/javascript'>") == 1  # plotly.js inlined once

@@ -89,7 +89,7 @@ def check_page(page: Path, tmp: Path, name: str) -> None:
 
 def test_qa_study_page_renders_offline(tmp_path):
     page = main_dashboard(str(fake_run(tmp_path)), str(tmp_path / "qa.html"))
-    assert len(expected_figures(page)) == 8
+    assert len(expected_figures(page)) == 9  # 8 + search progress
     check_page(page, tmp_path, "qa-dashboard")
 
 
@@ -98,6 +98,7 @@ def test_adaptation_study_page_renders_offline(tmp_path):
                      adapt={"method": "mini_joint", "depth": 4, "target_lang": "ru"})
     page = main_dashboard(str(fake_run(tmp_path, adapt_rows(), spec=spec, optuna_trials=0)),
                           str(tmp_path / "adapt.html"))
+    assert {"fig-breakeven", "fig-search-progress"} <= set(expected_figures(page))
     assert "fig-depth" in expected_figures(page)
     check_page(page, tmp_path, "adapt-dashboard")
 

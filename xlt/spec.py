@@ -360,6 +360,29 @@ class Objective(_Strict):
     mode: Literal["max", "min"] = "max"
 
 
+class Budget(_Strict):
+    """Compute a study may spend (`search.budget`): one of device-hours or training FLOPs. The
+    study starts no trial whose estimated cost, added to what finished trials spent and what
+    running ones are estimated to cost, would exceed it (xlt.study.budget)."""
+
+    device_hours: float | None = Field(None, gt=0)
+    flops: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> Budget:
+        if (self.device_hours is None) == (self.flops is None):
+            raise ValueError("give exactly one of device_hours, flops")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return "device_hours" if self.device_hours is not None else "flops"
+
+    @property
+    def limit(self) -> float:
+        return float(self.device_hours if self.device_hours is not None else self.flops)  # type: ignore[arg-type]
+
+
 class SearchSpec(_Strict):
     algorithm: Literal["tpe", "nsga2", "grid", "random"] = "tpe"
     space: dict[str, Param] = {}
@@ -372,6 +395,7 @@ class SearchSpec(_Strict):
     asha: bool = False
     asha_grace: int = Field(1, ge=1)
     asha_reduction: float = Field(2.0, gt=1)
+    budget: Budget | None = None  # stop starting trials once this much compute is spent or committed
 
 
 class Resources(_Strict):

@@ -372,3 +372,50 @@ def search_diagnostics(study: Any, objective_names: Sequence[str]) -> tuple[list
         fig.update_layout(template=TEMPLATE, height=420, title={"text": name.capitalize(), "x": 0.01})
         figs.append((name, fig))
     return figs, notes
+
+
+# ---------------------------------------------------------------- break-even and search progress
+
+
+def breakeven(totals: pd.DataFrame, paper: pd.DataFrame, paper_label: str) -> go.Figure:
+    """Total training FLOPs (one-off + per language) for 1..N target languages, per arm; the
+    paper's framing as a dashed black line."""
+    fig = go.Figure()
+    arms = list(dict.fromkeys(totals["arm"]))
+    colours = dict(zip(arms, itertools.cycle(OKABE_ITO), strict=False))
+    for i, arm in enumerate(arms):
+        part = totals[totals["arm"] == arm]
+        fig.add_trace(go.Scatter(
+            x=part["languages"], y=part["total"], mode="lines+markers", name=esc(arm),
+            line={"color": colours[arm], "dash": DASHES[i // len(OKABE_ITO) % len(DASHES)],
+                  "width": 3 if arm == "base_large" else 2},
+            hovertemplate=f"<b>{esc(arm)}</b><br>%{{x}} languages: %{{y:.3g}} {FLOPS_UNIT}<extra></extra>"))
+    if not paper.empty:
+        fig.add_trace(go.Scatter(x=paper["languages"], y=paper["total"], mode="lines", name=esc(paper_label),
+                                 line={"color": INK, "dash": "dash", "width": 1.5},
+                                 hovertemplate="paper's framing<br>%{x} languages: %{y:.3g}<extra></extra>"))
+    fig.update_xaxes(title_text="target languages", dtick=1 if len(paper) <= 20 else None)
+    fig.update_yaxes(title_text=f"total training {FLOPS_UNIT} (steps 1 + 3 once, step 2 per language)",
+                     exponentformat="SI extended")
+    return _base_layout(fig, 460, "Break-even across target languages")
+
+
+def search_progress(prog: pd.DataFrame) -> go.Figure:
+    """Best final F1 so far and Pareto hypervolume so far against cumulative device-hours."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["best final F1 so far", "Pareto hypervolume so far (share of the box)"])
+    for i, (eval_set, g) in enumerate(prog.groupby("eval_set", sort=True)):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        hover = [f"<b>{esc(r['trial_id'])}</b> (trial {r['order']} to finish)<br>{r['cum_hours']:.3g} device-hours"
+                 f" so far<br>its F1 {_sci(r['f1'])}, best {_sci(r['best_f1'])}<br>hypervolume {r['hypervolume']:.3g}"
+                 for _, r in g.iterrows()]
+        for col, y in ((1, "best_f1"), (2, "hypervolume")):
+            fig.add_trace(go.Scatter(x=g["cum_hours"], y=g[y], mode="lines+markers", line={"color": colour,
+                                     "shape": "hv"}, name=esc(eval_set), legendgroup=esc(eval_set),
+                                     showlegend=col == 1, hovertext=hover,
+                                     hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="cumulative device-hours (trials in the order they finished)", row=1, col=col)
+    fig.update_yaxes(title_text="F1 (%)", row=1, col=1)
+    fig.update_yaxes(title_text="hypervolume / box", rangemode="tozero", row=1, col=2)
+    return _base_layout(fig, 420, "Search progress against compute spent")

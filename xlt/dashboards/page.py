@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from xlt import __version__, layout, lock, results
-from xlt.dashboards import claims, extrapolation, figures, views
+from xlt import breakeven as breakeven_rule
+from xlt.dashboards import breakeven, claims, extrapolation, figures, search_progress, views
 from xlt.errors import XltError
 from xlt.spec import Claim, Expected, StudySpec, migrate_saved, spec_from_dict
 
@@ -206,6 +207,65 @@ def _pareto_section(run: Run, figs: Figures) -> Section:
               f" {len(par)} points are Pareto-optimal (no other trial is both cheaper and better); dominated points are"
               f" dimmed.</p>\n" + figs.div("pareto", figures.pareto(par)))
     return s
+
+
+def _search_progress_section(run: Run, figs: Figures) -> Section:
+    s = Section("search-progress", "Search progress against compute")
+    prog = search_progress.progress(run.table)
+    if prog.empty:
+        s.omitted = "needs final scores of at least two trials."
+        return s
+    kind = views.trial_compute(run.table)["flops_kind"].iloc[0]
+    s.body = ("<p class='lede'>After each finished trial (in the order trials finished): the best final F1 so far"
+              " and the Pareto hypervolume so far (final F1 against the trial's " + h(kind) + "), against the"
+              " device-hours spent so far rather than the trial number. Hypervolume: the area the trials"
+              " dominate (less compute, more F1), as a share of the box up to the reference point"
+              f" ({search_progress.REF_X_FACTOR:g} x the largest trial's compute, F1 {search_progress.REF_Y:g})."
+              "</p>\n" + figs.div("search-progress", figures.search_progress(prog)))
+    return s
+
+
+def _breakeven_section(run: Run, figs: Figures, tau: float) -> Section:
+    s = Section("breakeven", "Break-even across target languages")
+    if views.study_task(run.table) != "adapt":
+        s.omitted = "not an adaptation study."
+        return s
+    arms = breakeven.with_verdicts(breakeven.arms(run.table, tau))
+    if arms.empty:
+        s.omitted = "no step-2 curves on a target language with a near-maximal point."
+        return s
+    n_max = breakeven.horizon(arms)
+    paper = breakeven.paper_reference(arms, n_max)
+    label = f"paper: step 2 at {breakeven_rule.PAPER_COST_SHARE:.1%} of BaseLarge's"
+    rows = "".join(
+        f"<tr><th class='row'>{h(r['arm'])}</th><td>{r['one_off']:.3g}</td><td>{r['one_off_extra']:.3g}</td>"
+        f"<td>{r['per_language']:.3g}</td><td>{_pct(r['cost_share'])}</td><td>{_num(r['quality'])}</td>"
+        f"<td>{_pct(r['retention'])}</td><td class='l'>{h(r['languages'])} ({h(r['n_trials'])} trials)</td>"
+        f"<td class='l'>{h(r['verdict_text'])}</td></tr>" for _, r in arms.iterrows())
+    s.body = (
+        "<p class='lede'>What a method costs for N new languages, measured from the rows: its one-off cost (step 1"
+        " and step 3 FLOPs, paid once: step 3 serves every target language, and MiniPost starts from BaseLarge's"
+        " primary and shares its step 3 through the cache) plus N times its per-language cost, the step-2 FLOPs"
+        f" to reach {tau:.0%} of the maximum of its step-2 F1 curve on that language (tau = {tau:g}; mean over"
+        " seeds, then languages). Each method is priced at the same retention of its own maximum; its quality"
+        " against BaseLarge's is the retention column. Break-even: the fewest languages at which the method's"
+        f" total is below BaseLarge's. Dashed black: the paper's framing ({h(breakeven_rule.PAPER_SOURCE)}):"
+        " BaseLarge's one-off plus 37.2% of its per-language cost.</p>\n"
+        + figs.div("breakeven", figures.breakeven(breakeven.totals(arms, n_max), paper, label))
+        + "<div class='scroll'><table><thead><tr><th>arm</th><th>one-off FLOPs</th><th>one-off beyond"
+        " BaseLarge's</th><th>per-language FLOPs</th><th>share of BaseLarge's</th><th>max F1</th>"
+        "<th>quality retention vs BaseLarge</th><th>languages</th><th>break-even vs BaseLarge</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+        "<p class='note'>Measured one-off costs count a cached step for every trial that uses it (the rows"
+        " charge it to each); <code>xlt estimate</code> prints the same break-even priced before a study"
+        " runs, for the planned step-2 steps rather than to near-maximal quality.</p>")
+    return s
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "<span class='na'>–</span>"
+    return f"{100 * value:.1f}%"
 
 
 def _learning_section(run: Run, figs: Figures) -> Section:
@@ -529,8 +589,10 @@ def render(run: Run, tau: float = 0.95) -> str:
     sections: list[Section] = [
         _compute_section(run, figs, tau),
         _pareto_section(run, figs),
+        _search_progress_section(run, figs),
         _learning_section(run, figs),
         _depth_section(run, figs),
+        _breakeven_section(run, figs, tau),
         _tables_section(run),
         _verdicts_section(run),
         _claims_section(run),

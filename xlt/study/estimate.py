@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlt import calibration, compute, derived
+from xlt import breakeven, calibration, compute, derived
 from xlt.data.squad import read_squad_file, select
 from xlt.errors import XltError
 from xlt.spec import (
@@ -381,7 +381,53 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
             "throughput_detail": rate.detail, "reported": [r for r in reported if r is not None],
             "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
             "flops_eval": evals, "device_hours": hours(paid, evals),
-            "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values())}
+            "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values()),
+            "breakeven": priced_breakeven(spec, rows) if spec.task == "adapt" else []}
+
+
+def priced_breakeven(spec: StudySpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Break-even across target languages as priced before the study runs (xlt.breakeven's rule
+    on this cost model): per arm (method, depth), the one-off step 1 + step 3 FLOPs and the step-2
+    FLOPs per language, mean over the planned trials and their languages. Step 2 is priced for its
+    planned steps, not to near-maximal quality (which only the rows can tell)."""
+    arms: dict[tuple[str, int | None], dict[str, Any]] = {}
+    for r in rows:
+        adapt = trial_spec(spec, r["params"]).adapt
+        assert adapt is not None
+        key = (adapt.method, None if adapt.method == breakeven.REFERENCE else adapt.depth)
+        arm = arms.setdefault(key, {"method": adapt.method, "depth": key[1], "one_off": [], "per_language": {}})
+        arm["one_off"].append(r["stages"]["step1"] + r["stages"]["step3"])
+        arm["per_language"].setdefault(adapt.target_lang, []).append(r["stages"]["step2"])
+    out = []
+    for arm in arms.values():
+        langs = {lang: sum(v) / len(v) for lang, v in arm["per_language"].items()}
+        out.append({"arm": arm["method"] if arm["depth"] is None else f"{arm['method']} k={arm['depth']}",
+                    "method": arm["method"], "depth": arm["depth"], "languages": sorted(langs),
+                    "one_off": sum(arm["one_off"]) / len(arm["one_off"]),
+                    "per_language": sum(langs.values()) / len(langs)})
+    ref = next((a for a in out if a["method"] == breakeven.REFERENCE), None)
+    for a in out:
+        if ref is None or a is ref:
+            a["verdict"], a["break_even"], a["cost_share"] = ("reference" if a is ref else "no BaseLarge planned"), None, None
+            continue
+        v = breakeven.break_even(a["one_off"], a["per_language"], ref["one_off"], ref["per_language"])
+        a["verdict"], a["break_even"] = v.text(), v.languages
+        a["cost_share"] = a["per_language"] / ref["per_language"] if ref["per_language"] else None
+    return out
+
+
+def format_breakeven(arms: list[dict[str, Any]]) -> list[str]:
+    if not arms:
+        return []
+    lines = ["  break-even across target languages (priced: step 1 + step 3 once, step 2 per language for its"
+             " planned steps, not to near-max quality):"]
+    width = max(len(a["arm"]) for a in arms)
+    for a in arms:
+        share = f" ({100 * a['cost_share']:.3g}% of BaseLarge's)" if a.get("cost_share") is not None else ""
+        lines.append(f"    {a['arm']:<{width}}  one-off {a['one_off']:9.3g}  per language {a['per_language']:9.3g}"
+                     f" FLOPs{share}: {a['verdict']}")
+    lines.append(f"    reference: {breakeven.PAPER_SOURCE} (a share of step-2 cost to near-maximal quality)")
+    return lines
 
 def _reported(spec: StudySpec, r, rows: list[dict[str, Any]], rate: Throughput) -> dict[str, Any] | None:
     """The estimate beside one of the paper's reported costs: the mean per-trial device-hours of the
@@ -445,6 +491,7 @@ def format_estimate(est: dict[str, Any]) -> str:
             f"estimated {100 * r['share']:.3g}% of BaseLarge's {r['stage']} cost ({r['hours']:.3g} of "
             f"{r['reference_hours']:.3g} {est['device_kind']}-hours per trial); the paper reports "
             f"{100 * r['paper_share']:.3g}%") + (f" ({r['source']})" if r["source"] else ""))
+    lines += format_breakeven(est.get("breakeven", []))
     lines.append(f"total: {est['flops_train']:.3g} training FLOPs, {est['flops_eval']:.3g} evaluation FLOPs, "
                  f"{est['device_hours']:.3g} {est['device_kind']}-hours")
     if est["flops_train_attributed"] > est["flops_train"] * (1 + 1e-9):

@@ -95,8 +95,10 @@ class Progress(Callback):
     def counts(self, trials=None) -> dict[str, int]:
         states = [t["state"] for t in self.status["trials"].values()]
         done, failed, running = states.count("done"), states.count("failed"), states.count("running")
+        # a study stopped by its budget starts nothing more: no trial is pending
+        stopped = (self.status.get("budget") or {}).get("stopped")
         return {"done": done, "running": running, "failed": failed,
-                "pending": max(0, self.search.total - done - failed - running)}
+                "pending": 0 if stopped else max(0, self.search.total - done - failed - running)}
 
     def best(self) -> tuple[str, float] | None:
         metric, mode = self.search.metrics[0], self.search.modes[0]
@@ -141,11 +143,24 @@ class Progress(Callback):
                 seen[_key(params)] -= 1
             else:
                 left.append(params)
-        unseen = max(self.search.total - len(clocks), 0)
+        # a study stopped by its budget starts no more: only the running trials are left
+        stopped = (self.status.get("budget") or {}).get("stopped")
+        unseen = 0 if stopped else max(self.search.total - len(clocks), 0)
         left = (left + [{}] * unseen)[:unseen]
         clocks += [TrialClock(self.estimate(params), "pending") for params in left]
         e = eta(clocks, self.slots)
         return {"seconds": e.seconds, "factor": e.factor, "finished": e.finished}
+
+    def budget_update(self, snapshot: dict[str, Any]) -> None:
+        """The budget's state (xlt.study.budget.Ledger.snapshot) into status.json."""
+        self.status["budget"] = snapshot
+        self.write()
+
+    def budget_stopped(self, decision) -> None:
+        """The budget refused a trial: say so once, and record it."""
+        self.status["budget"] = {**(self.status.get("budget") or {}), "stopped": True, "message": decision.message()}
+        self.write()
+        self.line(decision.trial_id, decision.message())
 
     def compact(self, force: bool = False) -> None:
         if force or time.time() - self.last_compact >= self.compact_every:
@@ -160,6 +175,8 @@ class Progress(Callback):
         fails = f" failed {c['failed']}" if c["failed"] else ""
         e = self.status.get("eta")
         left = f" | ETA {clock(e['seconds'])}" if e else ""
+        if b := self.status.get("budget"):
+            left += f" | budget {b['spent']:.3g}+{b['committed']:.3g} of {b['limit']:.3g}"
         print(f"[{clock(self.before + time.time() - self.t0)}] {trial_id} {what} | done {c['done']} running {c['running']}"
               f" pending {c['pending']}{fails} | {best}{left}", file=self.stream, flush=True)
 

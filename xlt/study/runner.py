@@ -197,6 +197,22 @@ def trial_seconds(spec: StudySpec):
             [r["params"] for r in est["trials"]])
 
 
+def budgeted(spec: StudySpec, search_alg, progress):
+    """The study's search algorithm under its budget (xlt.study.budget). Tune wraps a Searcher in a
+    ConcurrencyLimiter and a SearchGenerator only when it is given one, so that is done here first."""
+    from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
+
+    from xlt.study.budget import BudgetedSearch, Ledger, Price
+
+    b = spec.search.budget
+    assert b is not None
+    if isinstance(search_alg, Searcher):
+        search_alg = SearchGenerator(ConcurrencyLimiter(search_alg, max_concurrent=spec.resources.max_concurrent_trials))
+    ledger = Ledger(b.unit, b.limit)
+    progress.budget_update(ledger.snapshot())
+    return BudgetedSearch(search_alg, ledger, Price(spec, b.unit), progress)
+
+
 def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progress, restore: bool):
     from ray import tune
 
@@ -207,15 +223,18 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progr
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
                                     {"cpu": driver.pop("CPU"), **driver})
     storage = opts.out / "ray"
+    search_alg = search.search_alg
+    concurrent: int | None = spec.resources.max_concurrent_trials
+    if spec.search.budget is not None:
+        search_alg, concurrent = budgeted(spec, search_alg, progress), None  # the wrapper limits concurrency itself
     if restore:
         return tune.Tuner.restore(str(storage / rundir.TUNE_NAME), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=search.param_space,
-        tune_config=tune.TuneConfig(search_alg=search.search_alg, scheduler=search.scheduler,
-                                    num_samples=search.num_samples,
-                                    max_concurrent_trials=spec.resources.max_concurrent_trials),
+        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=search.scheduler,
+                                    num_samples=search.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=rundir.TUNE_NAME, storage_path=str(storage), verbose=0,
                                   callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
     )
@@ -291,7 +310,9 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
         (opts.out / rundir.DONE).write_text(f"{state} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     b = progress.best()
     c = progress.counts()
-    print(f"xlt: {state}: {c['done']} trials done, {c['failed']} failed in {clock(progress.status['elapsed_seconds'])}"
+    budget = progress.status.get("budget") or {}
+    print(f"xlt: {state}{' (stopped by budget)' if budget.get('stopped') else ''}: {c['done']} trials done,"
+          f" {c['failed']} failed in {clock(progress.status['elapsed_seconds'])}"
           + (f"; best {search.metrics[0]} {b[1]:.4g} ({b[0]})" if b else "") + f"; results: {opts.out / 'results.parquet'}")
     if state == "interrupted":
         print(f"xlt: continue with: xlt run ... --out {opts.out} --resume", file=sys.stderr)

@@ -96,12 +96,15 @@ def study_status(run_dir: Path) -> dict[str, Any]:
     best = (max if mode == "max" else min)(scored, key=lambda t: t["scores"][metric]) if scored else None
     overheads = [t["overhead_seconds"] for t in trials if t["overhead_seconds"] is not None]
     counts = {s: sum(t["state"] == s for t in trials) for s in ("done", "running", "pending", "failed")}
-    counts["pending"] = max(counts["pending"], (st.get("total") or 0) - counts["done"] - counts["running"] - counts["failed"])
+    if not (st.get("budget") or {}).get("stopped"):  # a study stopped by its budget starts nothing more
+        counts["pending"] = max(counts["pending"],
+                                (st.get("total") or 0) - counts["done"] - counts["running"] - counts["failed"])
     return {
         "run_dir": str(run_dir), "study": st.get("study"), "run_id": st.get("run_id"), "state": state,
         "finished": (run_dir / rundir.DONE).exists(), "elapsed_seconds": st.get("elapsed_seconds"),
         "updated": st.get("updated"), "objectives": objectives, "counts": counts, "trials": trials,
         "eta": st.get("eta") if state == "running" else None,
+        "budget": st.get("budget"),
         "best": None if best is None else {"trial_id": best["trial_id"], "metric": metric,
                                            "value": best["scores"][metric], "params": best["params"]},
         "flops_train_total": sum(t["flops_train"] or 0 for t in trials),
@@ -154,6 +157,11 @@ def format_status(st: dict[str, Any]) -> str:
     out.append(f"compute: {st['flops_train_total']:.3g} training FLOPs, {st['device_hours_total']:.4f} device-hours"
                + (f"; orchestration overhead {st['overhead_seconds_mean']:.1f}s per trial (mean)"
                   if st["overhead_seconds_mean"] is not None else ""))
+    if b := st.get("budget"):
+        unit = {"flops": "training FLOPs", "device_hours": "device-hours"}.get(b.get("unit"), b.get("unit"))
+        out.append(f"budget: {b['limit']:.3g} {unit}; spent {b['spent']:.3g} ({100 * b['spent'] / b['limit']:.0f}%)"
+                   + (f", running trials estimated at {b['committed']:.3g}" if b.get("committed") else "")
+                   + ("; stopped by budget: " + b["message"].removeprefix("budget: ") if b.get("stopped") else ""))
     if st["state"] == "interrupted":
         out.append(f"resume with: xlt run STUDY.yaml --out {st['run_dir']} --resume")
     return "\n".join(out)
