@@ -16,6 +16,8 @@ def test_estimate_quickstart_torch_free():
         cwd=ROOT, capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
     assert "total:" in code.stdout and "cpu-hours" in code.stdout
+    # what a trial reserves, as `xlt run` counts it: one CPU worker runs in its trial driver
+    assert "resources: 1 trial = 1 CPU (its one worker runs in the trial driver)" in code.stdout
 
 
 def test_grid_plans_every_point_times_seeds(tmp_path):

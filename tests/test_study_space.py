@@ -12,7 +12,8 @@ from xlt import results
 from xlt.errors import XltError
 from xlt.spec import spec_from_dict
 from xlt.study import rundir, space
-from xlt.study.runner import concurrent_fit, parse_driver_resource, resource_gap
+from xlt.study.resources import TrialResources
+from xlt.study.runner import parse_driver_resource, resource_gap
 
 pytest.importorskip("ray")
 
@@ -116,20 +117,45 @@ def test_random_samples_num_samples(tmp_path):
     assert b.param_space["train.batch_size"].upper == 9  # the spec's bounds are inclusive
 
 
+def trial(resources=None, recorded=None, driver_resource=None) -> TrialResources:
+    return TrialResources.of(spec(resources=resources).resources, recorded, driver_resource)
+
+
 def test_resource_gap_names_what_is_missing():
     node = {"CPU": 2.0, "memory": 1e9}
-    assert resource_gap(spec(), {"CPU": 2.0}, [node]) is None
-    gpu = resource_gap(spec(resources={"gpus_per_worker": 1}), {"CPU": 2.0}, [node])
+    assert resource_gap(trial(), {"CPU": 2.0}, [node]) is None
+    gpu = resource_gap(trial({"gpus_per_worker": 1}), {"CPU": 2.0}, [node])
     assert "1 GPU (cluster has 0)" in gpu
-    cpu = resource_gap(spec(resources={"workers": 2, "cpus_per_worker": 2}), {"CPU": 4.0}, [node, node])
+    cpu = resource_gap(trial({"workers": 2, "cpus_per_worker": 2}), {"CPU": 4.0}, [node, node])
     assert "5 CPU (cluster has 4)" in cpu
-    per_node = resource_gap(spec(resources={"cpus_per_worker": 3}), {"CPU": 4.0}, [node, node])
+    per_node = resource_gap(trial({"workers": 2, "cpus_per_worker": 3}), {"CPU": 8.0}, [node] * 4)
     assert per_node.startswith("no node can host a Train worker (3 CPU)")
-    drv = resource_gap(spec(), {"CPU": 2.0}, [node], parse_driver_resource("TRAIN_DRIVER"))
+    alone = resource_gap(trial({"cpus_per_worker": 3}), {"CPU": 4.0}, [node, node])
+    assert alone.startswith("no node can host a trial driver (and its worker) (3 CPU)")
+    drv = resource_gap(trial(driver_resource=parse_driver_resource("TRAIN_DRIVER")), {"CPU": 2.0}, [node])
     assert "0.01 TRAIN_DRIVER (cluster has 0)" in drv
-    assert concurrent_fit(spec(resources={"cpus_per_worker": 1}), {"CPU": 7.0}) == 3
     with pytest.raises(XltError, match="--driver-resource"):
         parse_driver_resource("X=abc")
+
+
+def test_a_one_worker_cpu_trial_reserves_only_its_worker(monkeypatch):
+    """In its driver, a one-worker CPU trial holds its worker's CPUs, not 1 more for a Train
+    driver: twice as many such trials fit on 2 CPUs; Train trials keep the driver's CPU."""
+    monkeypatch.delenv("XLT_RAY_TRAIN", raising=False)
+    one = trial({"max_concurrent_trials": 4})
+    assert one.host == "driver" and one.need() == {"CPU": 1.0} and one.fit({"CPU": 2.0}) == 2
+    assert one.slots({"CPU": 2.0}) == 2 and one.slots({"CPU": 0.5}) == 1
+    assert "1 CPU (its one worker runs in the trial driver)" in one.describe()
+    for train in (trial({"workers": 2}), trial({"gpus_per_worker": 1}), trial(recorded="train")):
+        assert train.host == "train" and train.need()["CPU"] == 1.0 + train.r.workers
+    assert trial({"max_concurrent_trials": 4}, recorded="train").fit({"CPU": 2.0}) == 1
+    # a run recorded as in-driver resumed under more workers (--force) goes to Train
+    assert trial({"workers": 2}, recorded="driver").host == "train"
+    assert trial(recorded="driver").host == "driver"
+    # drivers kept on some nodes (--driver-resource): the workers go anywhere, on Train
+    assert trial(driver_resource=("TRAIN_DRIVER", 0.01)).host == "train"
+    monkeypatch.setenv("XLT_RAY_TRAIN", "1")
+    assert trial().host == "train" and trial().fit({"CPU": 7.0}) == 3
 
 
 def test_event_metrics_carry_every_objective():

@@ -1,10 +1,13 @@
 """The trial driver: the Tune function trainable behind every trial.
 
-Ray 2.60 runs Train under Tune only this way (`Tuner(TorchTrainer)` fails with Train V2): the
-driver builds a TorchTrainer for its trial and fits it. The Train run's name is stable
-(`train-<trial id>`), so a trial restored after the study's driver died resumes its Train run
-from the last checkpoint; `trials/<id>/final.json` marks a trial whose Train run finished, so a
-restored trial that had finished reports its result again without training.
+A one-worker CPU trial (host "driver", xlt.study.resources) runs its pipeline right here, reporting
+and checkpointing through Tune: a restored or retried trial resumes from `tune.get_checkpoint()`.
+Any other trial runs on Ray Train, which Ray 2.60 runs under Tune only this way
+(`Tuner(TorchTrainer)` fails with Train V2): the driver builds a TorchTrainer for its trial and
+fits it. The Train run's name is stable (`train-<trial id>`), so a trial restored after the
+study's driver died resumes its Train run from the last checkpoint. Either way
+`trials/<id>/final.json` marks a finished trial, so a restored trial that had finished reports
+its result again without training.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class StudyContext:
     spec: dict[str, Any]  # the study spec, JSON
     run_dir: str
     run_id: str
+    in_driver: bool = False  # run the trial here, not on Ray Train (xlt.study.resources)
 
 
 def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
@@ -41,17 +45,13 @@ def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
 
 def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     import ray
-    import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from xlt.study.space import primary_set
-    from xlt.study.worker import train_fn, trial_dir
 
     trial_id = tune.get_context().get_trial_id()
     params = dict(config)
-    out = trial_dir(ctx.run_dir, trial_id)
+    out = layout.trial_dir(ctx.run_dir, trial_id)
     final = rundir.read_json(out / FINAL)
     if final is not None:
         tune.report(final)
@@ -59,24 +59,17 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     t0 = time.time()
     spec = trial_spec_for(ctx, params)
     r = spec.resources
-    per_worker = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
-    trainer = TorchTrainer(
-        train_fn,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "params": params, "run_dir": ctx.run_dir,
-                           "trial_id": trial_id, "run_id": ctx.run_id, "primary_set": primary_set(spec),
-                           "threads": max(1, int(r.cpus_per_worker))},
-        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
-                                               resources_per_worker=per_worker),
-        run_config=ray.train.RunConfig(
-            name=f"train-{trial_id}", storage_path=str(Path(ctx.run_dir) / "ray"),
-            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's stubs: a Train callback
-        ),
-    )
-    result = trainer.fit()
+    cfg = {"spec": spec.model_dump(mode="json"), "params": params, "run_dir": ctx.run_dir, "trial_id": trial_id,
+           "run_id": ctx.run_id, "primary_set": primary_set(spec), "threads": max(1, int(r.cpus_per_worker))}
+    if ctx.in_driver:
+        from xlt.study.worker import in_driver
+
+        in_driver(cfg)
+        metrics = {}
+    else:
+        metrics = _fit(cfg, spec, trial_id, ctx)
     rank0 = rundir.read_json(layout.rank_marker(out, 0)) or {}
-    metrics = dict(rank0.get("metrics") or result.metrics or {})
+    metrics = dict(rank0.get("metrics") or metrics)
     metrics.pop("checkpoint_path", None)
     metrics.update(trial_seconds=time.time() - t0, driver_started=t0,
                    driver_node=ray.get_runtime_context().get_node_id())
@@ -84,3 +77,28 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     rundir.write_json(out / FINAL, metrics)
     # after a restore, a Train run that had finished sends nothing: report its result once more
     tune.report(metrics)
+
+
+def _fit(cfg: dict[str, Any], spec, trial_id: str, ctx: StudyContext) -> dict[str, Any]:
+    """The trial as a Ray Train run (several workers, or GPUs); Train's last metrics."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from xlt.study import resources
+    from xlt.study.worker import train_fn
+
+    r = spec.resources
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                               resources_per_worker=resources.TrialResources(r, "train").worker()),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}", storage_path=str(Path(ctx.run_dir) / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's stubs: a Train callback
+        ),
+    )
+    return dict(trainer.fit().metrics or {})

@@ -12,6 +12,7 @@ import glob
 import itertools
 import json
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from xlt.spec import (
     step3_identity,
     trial_spec,
 )
+from xlt.study.resources import TrialResources
 
 # device kind -> sustained FLOP/s of a whole trial (training, evaluation, data loading). These are
 # assumptions, not measurements: for GPUs ~16% of an A100's 312 TFLOP/s bf16 peak, what BERT-base
@@ -376,13 +378,26 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
     paid = sum(r.pop("_own") for r in rows) + sum(once.values())
     evals = sum(r["flops_eval"] for r in rows)
     reported = [_reported(spec, r, rows, rate) for r in spec.reported_cost]
-    return {"study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
+    hours_paid = hours(paid, evals)
+    return {"resources": _resources_here(spec, hours_paid), "study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
             "eval_throughput_flops_per_s": rate.eval, "throughput_source": rate.source,
             "throughput_detail": rate.detail, "reported": [r for r in reported if r is not None],
             "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
             "flops_eval": evals, "device_hours": hours(paid, evals),
             "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values()),
             "breakeven": priced_breakeven(spec, rows) if spec.task == "adapt" else []}
+
+
+def _resources_here(spec: StudySpec, device_hours: float) -> dict[str, Any]:
+    """What one trial reserves (as `xlt run` counts it: xlt.study.resources) and how many trials
+    run at once on this machine's CPUs (the embedded Ray of `xlt run` offers them all); the
+    study's wall hours here, its device-hours spread over its trials' workers and those slots."""
+    tr = TrialResources.of(spec.resources)
+    cpus = float(os.cpu_count() or 1)
+    slots = tr.slots({"CPU": cpus}) if tr.fit({"CPU": cpus}) else 0
+    return {"trial_host": tr.host, "per_trial": tr.need(), "reservation": tr.describe(), "local_cpus": cpus,
+            "local_slots": slots,
+            "local_wall_hours": device_hours / spec.resources.workers / slots if slots and "GPU" not in tr.need() else None}
 
 
 def priced_breakeven(spec: StudySpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -497,4 +512,9 @@ def format_estimate(est: dict[str, Any]) -> str:
     if est["flops_train_attributed"] > est["flops_train"] * (1 + 1e-9):
         lines.append(f"  (trials share cached steps: the per-trial figures add up to {est['device_hours_attributed']:.3g} "
                      f"{est['device_kind']}-hours, {est['flops_train_attributed']:.3g} training FLOPs)")
+    if res := est.get("resources"):
+        here = (f"{res['local_slots']} at a time on this machine's {res['local_cpus']:g} CPUs"
+                + (f", about {res['local_wall_hours']:.3g} hours wall" if res["local_wall_hours"] is not None else "")
+                if res["local_slots"] else f"does not fit this machine's {res['local_cpus']:g} CPUs")
+        lines.append(f"resources: {res['reservation']}; {here}")
     return "\n".join(lines)

@@ -135,16 +135,19 @@ def check_storage(out: Path) -> None:
             probe.unlink()
 
 
-def create(out: Path, spec: StudySpec, run: dict[str, Any] | None) -> dict[str, Any]:
-    """Write spec.json and run.json (run.json kept as it is when resuming; spec.json rewritten, as
-    what the hash leaves out, claims, may have been edited since, and an older xlt's keys migrated)."""
+def create(out: Path, spec: StudySpec, run: dict[str, Any] | None, trial_host: str = "train") -> dict[str, Any]:
+    """Write spec.json and run.json (run.json kept as it is when resuming, but for `trial_host`;
+    spec.json rewritten, as what the hash leaves out, claims, may have been edited since, and an
+    older xlt's keys migrated). `trial_host`: where the trials run and checkpoint
+    (xlt.study.resources), so that a resumed run resumes them from the same checkpoints."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SPEC, spec.model_dump(mode="json"))
     if run is not None:
+        run = {**run, "trial_host": trial_host}
         write_json(out / RUN, run)  # as check returned it (a forced resume is recorded)
         return run
     run = {"run_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "study": spec.name, "spec_hash": spec.hash(),
-           "created": time.time()}
+           "created": time.time(), "trial_host": trial_host}
     write_json(out / RUN, run)
     return run
 

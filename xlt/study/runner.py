@@ -1,10 +1,12 @@
-"""`xlt run`: a study on Ray Tune, trials on Ray Train, results in the run directory.
+"""`xlt run`: a study on Ray Tune, trials in their Tune trial process (one CPU worker) or on Ray
+Train (several workers, GPUs), results in the run directory.
 
     storage      the run directory takes a write + fsync and its filesystem has free space
                  (rundir.check_storage), else a one-line error before Ray starts
     connect      an embedded local Ray (default) or an existing cluster (--address / RAY_ADDRESS)
-    resources    one trial must fit (1 CPU for its driver + workers x per-worker CPUs/GPUs, and
-                 one worker on one node), else a one-line error: Train would wait forever
+    resources    one trial must fit (xlt.study.resources: its worker's CPUs, or with Train 1 CPU
+                 for its driver + workers x per-worker CPUs/GPUs, and one worker on one node),
+                 else a one-line error: Train would wait forever
     Tuner        trial driver (xlt.study.driver) x search (xlt.study.space), storage DIR/ray;
                  --resume restores it (completed trials kept, the searcher's state kept,
                  interrupted trials resumed from their checkpoints)
@@ -14,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 from xlt import layout, lock
 from xlt.errors import XltError
 from xlt.spec import StudySpec
-from xlt.study import rundir
+from xlt.study import resources, rundir
 
 # Train's controller polls its workers this often (default 2 s): trials start and end sooner,
 # for a little CPU while they run
@@ -104,27 +105,19 @@ def connect(address: str | None) -> bool:
     return True
 
 
-def _bundles(spec: StudySpec, driver_resource: tuple[str, float] | None) -> tuple[dict[str, float], dict[str, float]]:
-    r = spec.resources
-    driver = {"CPU": 1.0, **({driver_resource[0]: driver_resource[1]} if driver_resource else {})}
-    worker = {"CPU": float(r.cpus_per_worker), **({"GPU": float(r.gpus_per_worker)} if r.gpus_per_worker else {})}
-    return driver, worker
+def trial_resources(spec: StudySpec, opts: RunOptions, run: dict[str, Any] | None) -> resources.TrialResources:
+    """How this run's trials are hosted and what each reserves (`run`: the run.json resumed, if any)."""
+    return resources.TrialResources.of(spec.resources, (run or {}).get("trial_host", "train" if run else None),
+                                       opts.driver_resource)
 
 
-def resource_gap(spec: StudySpec, total: dict[str, float], nodes: list[dict[str, float]],
-                 driver_resource: tuple[str, float] | None = None) -> str | None:
+def resource_gap(tr: resources.TrialResources, total: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
     """What one trial needs that the cluster lacks, as one line; None if a trial fits."""
-    r = spec.resources
-    driver, worker = _bundles(spec, driver_resource)
-    need = dict(driver)
-    for k, v in worker.items():
-        need[k] = need.get(k, 0.0) + r.workers * v
-    short = [f"{v:g} {k} (cluster has {total.get(k, 0):g})" for k, v in need.items() if total.get(k, 0) + 1e-9 < v]
-    what = (f"1 trial = 1 CPU for its driver + {r.workers} worker(s) x {r.cpus_per_worker:g} CPU"
-            + (f" + {r.gpus_per_worker:g} GPU" if r.gpus_per_worker else ""))
+    short = [f"{v:g} {k} (cluster has {total.get(k, 0):g})" for k, v in tr.need().items()
+             if total.get(k, 0) + 1e-9 < v]
     if short:
-        return f"not enough resources: {what}; needs {', '.join(short)}"
-    for name, bundle in (("Train worker", worker), ("trial driver", driver)):
+        return f"not enough resources: {tr.describe()}; needs {', '.join(short)}"
+    for name, bundle in dict(reversed(tr.bundles())).items():  # the workers first, the larger bundles
         if not any(all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items()) for n in nodes):
             largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
             have = ", ".join(f"{largest.get(k, 0):g} {k}" for k in bundle)
@@ -133,16 +126,7 @@ def resource_gap(spec: StudySpec, total: dict[str, float], nodes: list[dict[str,
     return None
 
 
-def concurrent_fit(spec: StudySpec, total: dict[str, float], driver_resource=None) -> int:
-    r = spec.resources
-    driver, worker = _bundles(spec, driver_resource)
-    need = dict(driver)
-    for k, v in worker.items():
-        need[k] = need.get(k, 0.0) + r.workers * v
-    return int(min(math.floor(total.get(k, 0) / v + 1e-9) for k, v in need.items()))
-
-
-def check_resources(spec: StudySpec, opts: RunOptions) -> None:
+def check_resources(tr: resources.TrialResources, opts: RunOptions) -> None:
     import ray
 
     deadline = time.time() + opts.wait_resources
@@ -150,15 +134,14 @@ def check_resources(spec: StudySpec, opts: RunOptions) -> None:
     while True:
         total = ray.cluster_resources()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        gap = resource_gap(spec, total, nodes, opts.driver_resource)
+        gap = resource_gap(tr, total, nodes)
         if gap is None or time.time() >= deadline:
             break
         if not asked:  # an autoscaling cluster starts nodes for what is asked of it
-            driver, worker = _bundles(spec, opts.driver_resource)
             try:
                 from ray.autoscaler.sdk import request_resources
 
-                request_resources(bundles=[driver] + [worker] * spec.resources.workers)
+                request_resources(bundles=[b for _, b in tr.bundles()])
             except Exception:  # noqa: BLE001 - not every cluster has an autoscaler
                 pass
             asked = True
@@ -166,10 +149,10 @@ def check_resources(spec: StudySpec, opts: RunOptions) -> None:
         time.sleep(5)
     if gap is not None:
         raise XltError(gap)
-    fits = concurrent_fit(spec, total, opts.driver_resource)
-    if fits < spec.resources.max_concurrent_trials:
+    fits = tr.fit(total)
+    if fits < tr.r.max_concurrent_trials:
         print(f"xlt: note: the cluster fits {fits} concurrent trial(s), not resources.max_concurrent_trials="
-              f"{spec.resources.max_concurrent_trials}; the rest wait their turn", file=sys.stderr)
+              f"{tr.r.max_concurrent_trials}; the rest wait their turn", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- the study
@@ -213,20 +196,25 @@ def budgeted(spec: StudySpec, search_alg, progress):
     return BudgetedSearch(search_alg, ledger, Price(spec, b.unit), progress)
 
 
-def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progress, restore: bool):
+def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources.TrialResources, search, progress,
+           restore: bool):
     from ray import tune
 
     from xlt.study.driver import StudyContext, trial_driver
 
-    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"])
-    driver, _ = _bundles(spec, opts.driver_resource)
+    ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"],
+                       in_driver=tr.in_driver)
+    (_, bundle), *_ = tr.bundles()
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
-                                    {"cpu": driver.pop("CPU"), **driver})
+                                    {{"CPU": "cpu", "GPU": "gpu"}.get(k, k): v for k, v in bundle.items()})
     storage = opts.out / "ray"
     search_alg = search.search_alg
     concurrent: int | None = spec.resources.max_concurrent_trials
     if spec.search.budget is not None:
         search_alg, concurrent = budgeted(spec, search_alg, progress), None  # the wrapper limits concurrency itself
+    # a trial run in its driver is retried by Tune from its last checkpoint, as Train retries its
+    # workers (resources.max_failures); a Train trial's driver is not retried (Train retries)
+    retries = spec.resources.max_failures if tr.in_driver else 0
     if restore:
         return tune.Tuner.restore(str(storage / rundir.TUNE_NAME), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
@@ -236,7 +224,8 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], search, progr
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=search.scheduler,
                                     num_samples=search.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=rundir.TUNE_NAME, storage_path=str(storage), verbose=0,
-                                  callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
+                                  callbacks=[progress], failure_config=tune.FailureConfig(max_failures=retries),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
 
 
@@ -273,12 +262,12 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     from xlt.study import space
     from xlt.study.progress import Progress, clock
 
-    check_resources(spec, opts)
-    run = rundir.create(opts.out, spec, old_run)
+    tr = trial_resources(spec, opts, old_run)
+    check_resources(tr, opts)
+    run = rundir.create(opts.out, spec, old_run, trial_host=tr.host)
     (opts.out / rundir.DONE).unlink(missing_ok=True)
     search = space.build(spec, opts.out)
-    slots = max(1, min(spec.resources.max_concurrent_trials,
-                       concurrent_fit(spec, ray.cluster_resources(), opts.driver_resource)))
+    slots = tr.slots(ray.cluster_resources())
     costs = trial_seconds(spec)
     progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"), page=opts.page,
                         estimate=costs[0] if costs else None, planned=costs[1] if costs else None, slots=slots)
@@ -289,9 +278,10 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     where = "local Ray" if not (opts.address or os.environ.get("RAY_ADDRESS")) else f"Ray at {opts.address or os.environ['RAY_ADDRESS']}"
     cpus = ray.cluster_resources().get("CPU", 0)
     print(f"xlt: {'resuming' if restore else 'running'} study '{spec.name}' ({search.total} trials, "
-          f"{spec.search.algorithm}, {res.workers} worker(s)/trial, up to {res.max_concurrent_trials} at a time) "
+          f"{spec.search.algorithm}, {res.workers} worker(s)/trial {'in its driver' if tr.in_driver else 'on Ray Train'}, "
+          f"up to {slots} at a time) "
           f"on {where} ({cpus:g} CPUs) -> {opts.out}", flush=True)
-    tuner = _tuner(spec, opts, run, search, progress, restore)
+    tuner = _tuner(spec, opts, run, tr, search, progress, restore)
     state = "failed"
     try:
         grid = tuner.fit()

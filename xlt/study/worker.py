@@ -1,10 +1,12 @@
-"""The Ray Train per-worker entry point: one rank of one trial (here, at the edge: xlt.train has no Ray).
+"""One rank of one trial (here, at the edge: xlt.train has no Ray), hosted two ways.
 
-The trial driver (xlt.study.driver) starts `train_fn` on every worker of a TorchTrainer. Each
-rank runs the Ray-free pipeline (xlt.train.trial) with a `loop.Session` that carries its rank,
-the DDP wrapper and checkpoint hooks. Rank 0 appends the result rows to the run directory's log
-as they come; every rank calls `ray.train.report` once per evaluation event (it is a barrier),
-rank 0 with a checkpoint, so a restarted worker group resumes after the last evaluation.
+`train_fn` is the Ray Train per-worker entry point: the trial driver (xlt.study.driver) starts
+it on every worker of a TorchTrainer. `in_driver` runs the single rank of a one-worker CPU
+trial in the trial driver's own process, reporting to Tune. Either way the rank runs the
+Ray-free pipeline (xlt.train.trial) with a `loop.Session` that carries its rank, the DDP wrapper
+and checkpoint hooks. Rank 0 appends the result rows to the run directory's log as they come;
+every rank reports once per evaluation event (`ray.train.report` is a barrier), rank 0 with a
+checkpoint, so a restarted worker group (Train) or trial (Tune) resumes after the last evaluation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,11 @@ from xlt.spec import StudySpec
 from xlt.train.loop import Session
 from xlt.train.trial import TrialInfo, run_pipeline
 
-__all__ = ["event_metrics", "train_fn", "trial_dir"]
+__all__ = ["event_metrics", "in_driver", "train_fn", "trial_dir"]
+
+# how a rank reports to its host: (metrics, checkpoint directory or None); the directory may be
+# removed once the call returns (both Train and Tune persist a reported checkpoint during the call)
+Report = Callable[[dict[str, Any], str | None], None]
 
 
 def event_metrics(rows: list[dict[str, Any]], primary: str, last: dict[str, Any]) -> dict[str, Any]:
@@ -60,8 +67,8 @@ class _Reporter:
     state is updated: the event is reported then, with a checkpoint. An event the pipeline does
     not follow with `on_event` is reported when the next one arrives, or at the end."""
 
-    def __init__(self, cfg: dict[str, Any], rank: int, marker: _Marker):
-        self.cfg, self.rank, self.marker = cfg, rank, marker
+    def __init__(self, cfg: dict[str, Any], rank: int, marker: _Marker, report: Report):
+        self.cfg, self.rank, self.marker, self.report = cfg, rank, marker, report
         self.pending: dict[str, Any] | None = None
         self.last: dict[str, Any] = {}
         self.reports = 0
@@ -84,15 +91,16 @@ class _Reporter:
             return
         with tempfile.TemporaryDirectory(prefix="xlt-ckpt-") as tmp:
             torch.save(state(), Path(tmp) / STATE_FILE)
-            self._send(ray.train.Checkpoint.from_directory(tmp))
+            self._send(tmp)
 
     def flush(self) -> None:
         if self.pending is not None:
             self._send(None)
 
-    def _send(self, checkpoint) -> None:
+    def _send(self, checkpoint: str | None) -> None:
         metrics, self.pending = self.pending, None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        assert metrics is not None
+        self.report(metrics, checkpoint)
         self.reports += 1
         # the trial driver reads rank 0's last metrics: Train's Result.metrics are those of the last checkpoint
         self.marker.update(reports=self.reports, metrics=metrics)
@@ -110,8 +118,7 @@ class _Marker:
         results.atomic_write_bytes(self.path, json.dumps(self.info, indent=1).encode())
 
 
-def _load_checkpoint() -> dict[str, Any] | None:
-    ckpt = ray.train.get_checkpoint()
+def _load_checkpoint(ckpt) -> dict[str, Any] | None:
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
@@ -120,21 +127,40 @@ def _load_checkpoint() -> dict[str, Any] | None:
 
 
 def train_fn(cfg: dict[str, Any]) -> None:
-    """One rank of one trial. `cfg`: spec (the trial's resolved spec, JSON), params, run_dir,
+    """One rank of a Ray Train run. `cfg`: spec (the trial's resolved spec, JSON), params, run_dir,
     trial_id, run_id, primary_set, threads."""
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        ray.train.report(metrics, checkpoint=None if checkpoint is None else ray.train.Checkpoint.from_directory(checkpoint))
+
+    run_rank(cfg, ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), report,
+             ray.train.get_checkpoint())
+
+
+def in_driver(cfg: dict[str, Any]) -> None:
+    """The one rank of a one-worker CPU trial, in the Tune trial's process (`cfg` as for train_fn):
+    reports and checkpoints go to Tune (`ray.train.report` raises in a Tune function)."""
+    from ray import tune
+
+    def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        tune.report(metrics, checkpoint=None if checkpoint is None else tune.Checkpoint.from_directory(checkpoint))
+
+    run_rank(cfg, 0, 1, torch.device("cpu"), report, tune.get_checkpoint())
+
+
+def run_rank(cfg: dict[str, Any], rank: int, world: int, device: torch.device, report: Report, checkpoint) -> None:
+    """One rank of one trial; `checkpoint`: the host's Checkpoint to resume from, or None."""
     spec = StudySpec.model_validate(cfg["spec"])
     torch.set_num_threads(spec.train.threads or cfg["threads"])
-    device = ray.train.torch.get_device()
     out = trial_dir(cfg["run_dir"], cfg["trial_id"])
     out.mkdir(parents=True, exist_ok=True)
-    saved = _load_checkpoint()
+    saved = _load_checkpoint(checkpoint)
     marker = _Marker(layout.rank_marker(out, rank), rank=rank, world_size=world, pid=os.getpid(),
                      node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
                      device=str(device), started=time.time(), trained_batches=0,
                      resumed_from_event=None if saved is None else len(saved.get("events", [])) - 1)
-    reporter = _Reporter(cfg, rank, marker)
+    reporter = _Reporter(cfg, rank, marker, report)
     counted = {"batches": 0}
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
