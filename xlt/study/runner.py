@@ -222,7 +222,9 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
         trainable,
         param_space=search.param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=search.scheduler,
-                                    num_samples=search.num_samples, max_concurrent_trials=concurrent),
+                                    num_samples=search.num_samples, max_concurrent_trials=concurrent,
+                                    # the next trial in the same process: no start-up, torch imported
+                                    reuse_actors=tr.in_driver),
         run_config=tune.RunConfig(name=rundir.TUNE_NAME, storage_path=str(storage), verbose=0,
                                   callbacks=[progress], failure_config=tune.FailureConfig(max_failures=retries),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
