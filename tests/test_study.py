@@ -136,6 +136,19 @@ def test_grid_study_end_to_end(ray_session, in_tmp):
     st = json.loads(run_cli("status", str(out), "--json")[1])
     assert all(t["overhead_seconds"] > 0 for t in st["trials"])
     assert st["flops_train_total"] == pytest.approx(sum(r["flops_train"] for r in final_rows(out)) / EVAL_SETS)
+    # one CPU worker: each trial ran in its trial driver (no Train run), the second in the first's process
+    assert json.loads((out / "run.json").read_text())["trial_host"] == "driver"
+    assert not list((out / "ray").glob("train-*"))
+    first, second = (json.loads(p.read_text()) for p in sorted(out.glob("trials/*/rank-0.json")))
+    assert first["pid"] == second["pid"]
+    # and a reused process changes nothing: the second trial as `xlt trial` gives the same rows
+    # (the same tokenizer, from the run's cache: trained twice it differs, see README)
+    code, _, err = run_cli("trial", str(study), "--out", str(in_tmp / "alone"), "train.lr=0.003",
+                           f"cache_dir={out / 'artifacts'}")
+    assert code == 0, err
+    keys = ("stage", "event", "eval_set", "f1", "exact_match", "train_loss", "step", "tokens_real")
+    rows = sorted(tuple(r[k] for k in keys) for r in results.read_log(out) if json.loads(r["params"])["train.lr"] == 3e-3)
+    assert rows == sorted(tuple(r[k] for k in keys) for r in results.read_log(in_tmp / "alone"))
 
 
 @pytest.mark.slow
