@@ -74,6 +74,8 @@ class BenchConfig:
     # Ray orchestration overhead (part orchestration)
     ray_rounds: int = 1
     ray_timeout: float = 600.0
+    ray_trials: int = 2  # trials of the `xlt run` study: the first starts a process, the next reuse it
+    ray_train_contender: bool = False  # also `xlt run` with every trial on Ray Train (XLT_RAY_TRAIN=1)
     # mini-model step 2 (part adapt_step2)
     adapt_shape: Shape = Shape(layers=6, hidden=128, heads=4, intermediate=512, vocab=4000)
     adapt_depths: tuple[int, ...] = (2,)
@@ -101,7 +103,7 @@ def full() -> BenchConfig:
         eval_questions=300, epochs=2, batch_size=8, eval_batch_size=32, mfu_steps=3, lr=2e-4, max_seq_length=384,
         doc_stride=128, train_rounds=2, eval_rounds=2, curve_points=4,
         mfu_shape=base, mfu_seq=128, mfu_batch=8, mfu_rounds=2, matmul_reps=3,
-        ray_rounds=2,
+        ray_rounds=2, ray_trials=3, ray_train_contender=True,
         adapt_shape=base, adapt_depths=(4, 6), adapt_seq=128, adapt_batch=8, adapt_steps=3, adapt_rounds=2,
     )
 
