@@ -1,5 +1,5 @@
 """`xlt run` and `xlt status` on Ray: tiny studies end to end, bad input, DDP workers, a killed
-driver resumed, a killed Train worker recovered from its checkpoint, a two-node cluster.
+driver resumed, a killed trial process recovered from its checkpoint, a two-node cluster.
 
 One Ray instance serves the in-process tests of the session (`ray_session`, tests/conftest.py).
 Tests that need their own Ray (a driver to kill, a cluster) run it in subprocesses tagged with a
@@ -247,6 +247,8 @@ def test_two_ddp_workers_per_adaptation_trial(ray_session, in_tmp):
 
 @pytest.mark.slow
 def test_killed_train_worker_recovers_from_its_checkpoint(ray_session, in_tmp):
+    """Rank 0 of a one-worker trial is its trial driver (Tune's process): killed, Tune retries the
+    trial from its last Tune checkpoint (resources.max_failures), as Train restarts a worker group."""
     study = write_study(in_tmp, train={"max_steps": 240, "eval_every": 12}, search={"algorithm": "grid", "space": {}})
     out = in_tmp / "run"
     tag = uuid.uuid4().hex
