@@ -82,6 +82,17 @@ def test_grid_from_table_refuses_what_is_not_a_full_grid(tmp_path):
     with pytest.raises(XltError, match="2 eval sets evaluated during training"):
         grid_from_table(table(two_sets, tmp_path / "c"))
     assert grid_from_table(table(two_sets, tmp_path / "d"), "other").eval_set == "other"
+    with pytest.raises(XltError, match="no parameter that varies"):
+        grid_from_table(table(trial_rows("t0", {"train.lr": 1}, [1, 2]), tmp_path / "e"))
+
+
+def test_a_section_override_is_one_choice(tmp_path):
+    """`xlt trial` records overrides of whole sections (lists) in params: one JSON choice each."""
+    evals = [{"name": EVAL, "max_questions": 10}]
+    rows = [*trial_rows("t0", {"train.lr": 1, "data.eval": evals}, [1, 2]),
+            *trial_rows("t1", {"train.lr": 2, "data.eval": evals}, [3, 4])]
+    grid = grid_from_table(table(rows, tmp_path))
+    assert grid.keys == ("train.lr",) and grid.point({"train.lr": 2}).final_f1 == 4
 
 
 def test_ledger_charges_the_compute_recorded_where_a_trial_ends(tmp_path):

@@ -105,10 +105,13 @@ def grid_from_table(df, eval_set: str | None = None) -> Grid:
         t = t.assign(_final=final).sort_values(["_final", "time"], kind="stable")
         reports = [Report(float(r.f1), float(r.flops_train) + float(r.flops_eval or 0.0), float(r.flops_train),
                           float(r.device_seconds)) for r in t.itertuples()]
-        by_trial[str(trial_id)] = (json.loads(t["params"].iloc[0] or "{}"), reports, not final.any())
+        params = {k: _choice(v) for k, v in json.loads(t["params"].iloc[0] or "{}").items()}
+        by_trial[str(trial_id)] = (params, reports, not final.any())
     all_keys = sorted({k for params, _, _ in by_trial.values() for k in params})
     values = {k: tuple(sorted({params.get(k) for params, _, _ in by_trial.values()}, key=_order)) for k in all_keys}
     keys = tuple(k for k in all_keys if len(values[k]) > 1)
+    if not keys:
+        raise XltError(f"recorded grid: {len(by_trial)} trial(s) and no parameter that varies: nothing to search")
     points: dict[Params, Point] = {}
     for trial_id, (params, reports, failed) in by_trial.items():
         if set(params) != set(all_keys):
@@ -123,6 +126,12 @@ def grid_from_table(df, eval_set: str | None = None) -> Grid:
     if all(p.failed for p in points.values()):
         raise XltError("recorded grid: no trial finished")
     return Grid(keys, {k: values[k] for k in keys}, points, eval_set)
+
+
+def _choice(v: Any) -> Any:
+    """A parameter value as an Optuna choice (None, bool, int, float or str): a list or mapping
+    (an override of a whole section, as `xlt trial` records it) as its JSON."""
+    return json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v
 
 
 def _order(v: Any) -> tuple[str, Any]:
