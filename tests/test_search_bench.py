@@ -282,3 +282,11 @@ def test_cli_bench_search_without_the_recorded_grid(monkeypatch, tmp_path):
         pytest.skip("the recorded grid is shipped: see test_search_part_on_a_synthetic_grid")
     assert code == 2, err
     assert "xlt bench: search: no recorded grid at" in err and "record it with" in err
+
+
+def test_cli_bench_search_on_a_grid_given(tmp_path):
+    pytest.importorskip("ray")
+    results.write_table(tmp_path, synthetic_grid_rows())
+    code, out, err = run_cli("bench", "--parts", "search", "--grid", str(tmp_path))
+    assert code == 0, err
+    assert json.loads(out)["search"]["points"] == 12 and "fastest to the target" in err

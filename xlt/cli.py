@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="tiny models and synthetic data (minutes on 2 CPU cores)")
     s.add_argument("--out", default=None, help="also write the JSON object to this file")
     s.add_argument("--parts", default=None, help="comma-separated subset of qa_train,qa_eval,mfu,orchestration,adapt_step2,search")
+    s.add_argument("--grid", default=None, help="part search: the recorded grid's run directory or results.parquet "
+                                                "(default: studies/results/search_grid_cpu)")
     return p
 
 
@@ -308,6 +310,8 @@ def _bench(args) -> int:
         if unknown:
             raise XltError(f"--parts: unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
         cfg = dataclasses.replace(cfg, parts=parts)
+    if args.grid:
+        cfg = dataclasses.replace(cfg, search_grid=str(Path(args.grid).resolve()))
     out = run_bench(cfg)
     text = json.dumps(out, indent=1, default=str)
     if args.out:
