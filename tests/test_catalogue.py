@@ -222,6 +222,11 @@ SHRINK: dict[str, list[str]] = {
                            "search.points=[]", "data.english.max_questions=60", "train.epochs=1",
                            "adapt.step1.steps=4", "adapt.step2.steps=4", "adapt.eval_every=2", "adapt.vocab_size=500",
                            "adapt.target_text_fraction=0.01", _eval_questions("minimodel_swap_cpu.yaml", 20)],
+    # the search benchmark's recorded grid: one MiniLM point of its 12, a few steps (what the
+    # benchmark reads of a grid is tested on synthetic tables in tests/test_search_bench.py)
+    "search_grid_cpu": ["search.space={train.lr: [1.0e-4], train.epochs: [1]}", "train.max_steps=3",
+                        "train.eval_every=2", "train.max_seq_length=128", "data.english.max_questions=40",
+                        _eval_questions("search_grid_cpu.yaml", 10)],
     "minimodel_quickstart": ["train.epochs=2", "data.english.synthetic.n=600", "adapt.synthetic_lines=1500",
                              "adapt.step1.steps=60", "adapt.step2.steps=60", "adapt.eval_every=30"],
 }

@@ -90,10 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--head", default="qa", choices=["qa", "mlm", "none"])
     s.add_argument("--measure", action="store_true", help="also run one step under torch's FlopCounterMode")
 
-    s = sub.add_parser("bench", help="xlt vs Hugging Face training/evaluation speed, MFU, Ray overhead, step-2 speed")
+    s = sub.add_parser("bench", help="xlt vs Hugging Face training/evaluation speed, MFU, Ray overhead, step-2 speed, "
+                                    "searchers replayed on a recorded grid")
     s.add_argument("--quick", action="store_true", help="tiny models and synthetic data (minutes on 2 CPU cores)")
     s.add_argument("--out", default=None, help="also write the JSON object to this file")
-    s.add_argument("--parts", default=None, help="comma-separated subset of qa_train,qa_eval,mfu,orchestration,adapt_step2")
+    s.add_argument("--parts", default=None, help="comma-separated subset of qa_train,qa_eval,mfu,orchestration,adapt_step2,search")
+    s.add_argument("--grid", default=None, help="part search: the recorded grid's run directory or results.parquet "
+                                                "(default: studies/results/search_grid_cpu)")
     return p
 
 
@@ -307,13 +310,16 @@ def _bench(args) -> int:
         if unknown:
             raise XltError(f"--parts: unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
         cfg = dataclasses.replace(cfg, parts=parts)
+    if args.grid:
+        cfg = dataclasses.replace(cfg, search_grid=str(Path(args.grid).resolve()))
     out = run_bench(cfg)
     text = json.dumps(out, indent=1, default=str)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(format_table(out), file=sys.stderr)
     print(text)
-    return 0
+    # nothing measured (e.g. `--parts search` without the recorded grid): a failed command
+    return 2 if set(out["errors"]) >= set(cfg.parts) else 0
 
 
 _COMMANDS = {"validate": _validate, "trial": _trial, "eval": _eval, "predict": _predict, "flops": _flops, "dashboard": _dashboard, "publish": _publish,

@@ -87,7 +87,23 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     mini{k: step_seconds, flops_per_step, speedup_measured, speedup_analytical,
          measured_over_analytical, speedup_measured_forward_backward, speedup_measured_best
          (fastest steps)}, step_seconds_all
-  targets                 {name: {value, target, met}} for the figures issue 8 sets targets on
+  search                  searchers replayed on a recorded grid study (xlt.bench.search)
+    source, eval_set, keys, values, points, failed_points, grid_best_f1, grid_best_params,
+    target_f1 (grid_best_f1 - config.search_gap), grid_hypervolume_share, grid_flops, grid_device_seconds (the grid
+    study's own compute: every point once), seeds, budget_fraction (each search's compute, in
+    grids), fastest_to_target, fastest_to_target_fraction (the searcher with the lowest median),
+    resource (the key tpe_asha_max_epochs fixes at its largest value),
+    searchers.{grid, random, tpe, tpe_asha, nsga2, tpe_asha_max_epochs}:
+        compute_to_target_fraction.{flops, device_seconds}: what the search had spent when a
+            trial first ended with F1 >= target_f1, / the grid's: median, q25, q75, min, max
+            (null: beyond the budget), reached (seeds), seeds, per_seed
+        best_f1_within_third, best_f1_within_grid: best F1 a trial ended with within 1/3 and 1x
+            the grid's FLOPs (same statistics)
+        hypervolume{compute_fraction, median, min, max}: of the (F1, training FLOPs) points found
+            within each fraction of the grid's FLOPs, as a share of every recorded report's
+            (the front any search could find); grid_hypervolume_share: the grid's finished trials' share
+        trials, distinct_points, stopped_early (by ASHA), spent_fraction (medians over seeds)
+  targets                 {name: {value, target, met}} for the figures issues 8 and 18 set targets on
   errors                  {part: message} for parts that failed (the others still report)
 
 A part left out of `config.parts` is absent from the output.
@@ -100,6 +116,7 @@ import traceback
 from typing import Any
 
 from xlt.bench.common import PARTS, BenchConfig, Shape, full, load_average, machine, quick, stderr
+from xlt.errors import XltError
 
 __all__ = ["PARTS", "BenchConfig", "Shape", "format_table", "full", "quick", "run_bench", "targets"]
 
@@ -119,6 +136,10 @@ def run_bench(cfg: BenchConfig, log=stderr) -> dict[str, Any]:
         t = time.perf_counter()
         try:
             result = fn()
+        except XltError as e:  # an unmet precondition (e.g. no recorded grid): one line says which
+            errors[name] = str(e)
+            log(f"xlt bench: {name}: {e}")
+            return None
         except Exception as e:  # one failing part must not cost the others' figures
             errors[name] = f"{type(e).__name__}: {e}"
             log(traceback.format_exc())
@@ -153,6 +174,10 @@ def run_bench(cfg: BenchConfig, log=stderr) -> dict[str, Any]:
         from xlt.bench import orchestration
 
         out["orchestration"] = part("orchestration", lambda: orchestration.run(cfg, log))
+    if "search" in cfg.parts:
+        from xlt.bench import search
+
+        out["search"] = part("search", lambda: search.run(cfg, log))
     out = {k: v for k, v in out.items() if v is not None}
     out["machine"]["load_average_end"] = load_average()
     out["seconds"] = time.perf_counter() - t0
@@ -189,6 +214,15 @@ def targets(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
     add("mfu", _get(out, "mfu.mfu"), 0.5)
     overhead = _get(out, "orchestration.run_overhead_seconds")  # issue 18: a one-worker trial's, new process
     add("ray_trial_overhead_seconds", overhead, 3.0, None if overhead is None else overhead <= 3.0)
+    sr = out.get("search") or {}
+    if sr:
+        from xlt.bench.search import GOAL_FRACTION
+
+        # issue 18: TPE+ASHA at the grid's best F1 - 1 with at most a third of the grid's compute
+        frac = _get(sr, "searchers.tpe_asha.compute_to_target_fraction.flops.median")
+        if "tpe_asha" in sr.get("searchers", {}):
+            res["search_tpe_asha_compute_to_target_fraction"] = {
+                "value": frac, "target": GOAL_FRACTION, "met": frac is not None and frac <= GOAL_FRACTION}
     for k, m in (_get(out, "adapt_step2.mini") or {}).items():
         ratio = m["measured_over_analytical"]
         res[f"step2_speedup_k{k}_within_20pct_of_analytical"] = {
@@ -289,12 +323,18 @@ def format_table(out: dict[str, Any]) -> str:
                                  f"(the study {_f(orc[f'{name}_wall_seconds'], '.1f')}s)")
         else:
             lines.append(f"Ray   unavailable: {orc.get('reason')}")
+    sr = out.get("search")
+    if sr:
+        from xlt.bench.search import format_lines
+
+        lines += ["", *format_lines(sr)]
     t = out.get("targets") or {}
     if t:
         lines += ["", "Targets"]
         for name, v in t.items():
             val = v["value"]
-            lines.append(f"  {'met ' if v['met'] else 'MISS'} {name}: {_f(val, '.3g')} (target {v['target']})")
+            target = f"<= {v['target']:.3g}" if name.startswith("search_") else v["target"]
+            lines.append(f"  {'met ' if v['met'] else 'MISS'} {name}: {_f(val, '.3g')} (target {target})")
     for name, msg in (out.get("errors") or {}).items():
         lines.append(f"  ERROR {name}: {msg}")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PARTS = ("qa_train", "qa_eval", "mfu", "orchestration", "adapt_step2")
+PARTS = ("qa_train", "qa_eval", "mfu", "orchestration", "adapt_step2", "search")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,18 @@ class BenchConfig:
     adapt_steps: int = 3
     adapt_rounds: int = 2
     mlm_probability: float = 0.15
+    # searchers replayed on a recorded grid (part search): the grid's run directory or table
+    # (relative: the repository's), the eval set whose F1 they search on (None: the one set
+    # evaluated during training), seeds per searcher, each search's compute as a multiple of the
+    # grid's, the target as the grid's best F1 minus search_gap points, and the key ASHA treats
+    # as its resource in tpe_asha_max_epochs
+    search_grid: str = "studies/results/search_grid_cpu"
+    search_eval_set: str | None = None
+    search_searchers: tuple[str, ...] = ("grid", "random", "tpe", "tpe_asha", "nsga2", "tpe_asha_max_epochs")
+    search_resource: str = "train.epochs"
+    search_seeds: int = 10
+    search_budget: float = 2.0
+    search_gap: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

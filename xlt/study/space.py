@@ -108,6 +108,27 @@ def optuna_distribution(p: Param):
     return CategoricalDistribution(list(p.choice))  # type: ignore[arg-type]
 
 
+def asha_scheduler(metric: str, mode: str, grace: int, reduction: float):
+    """The study's ASHA (search.asha): Tune's AsyncHyperBandScheduler on the evaluation-event axis
+    (each Train report is one Tune iteration), rungs at grace x reduction^k iterations."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, grace_period=grace,
+                         reduction_factor=reduction, max_t=10_000)
+
+
+def optuna_sampler(algorithm: str, seed: int):
+    """The Optuna sampler of search.algorithm tpe or nsga2, with Optuna's default settings."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per created study is noise here
+    if algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if algorithm == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise ValueError(f"no Optuna sampler for search.algorithm {algorithm!r}")
+
+
 def build(spec: StudySpec, run_dir: Path) -> Search:
     check(spec)
     s = spec.search
@@ -115,20 +136,12 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
     modes: list[str] = [o.mode for o in s.objectives]
     points = [dict(p) for p in s.points]
     seed = derived.repeat_seeds(s, spec.train.seed)[0]
-    scheduler = None
-    if s.asha:
-        from ray.tune.schedulers import ASHAScheduler
-
-        # the evaluation-event axis: each Train report is one Tune iteration
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metrics[0], mode=modes[0],
-                                  grace_period=s.asha_grace, reduction_factor=s.asha_reduction, max_t=10_000)
+    scheduler = asha_scheduler(metrics[0], modes[0], s.asha_grace, s.asha_reduction) if s.asha else None
     if s.algorithm in ("tpe", "nsga2") and s.space:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per created study is noise here
-        sampler = (optuna.samplers.TPESampler(seed=seed) if s.algorithm == "tpe"
-                   else optuna.samplers.NSGAIISampler(seed=seed))
+        sampler = optuna_sampler(s.algorithm, seed)
         multi = s.algorithm == "nsga2"
         optuna_search = OptunaSearch(
             space={k: optuna_distribution(p) for k, p in s.space.items()},
