@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="tiny models and synthetic data (minutes on 2 CPU cores)")
     s.add_argument("--out", default=None, help="also write the JSON object to this file")
     s.add_argument("--parts", default=None, help="comma-separated subset of qa_train,qa_eval,mfu,orchestration,adapt_step2")
+    s.add_argument("overrides", nargs="*", metavar="field=value",
+                   help="BenchConfig fields, e.g. model=${XLT_MODELS_DIR}/multilingual-e5-small train_questions=200")
     return p
 
 
@@ -299,6 +301,7 @@ def _bench(args) -> int:
     import dataclasses
 
     from xlt.bench import PARTS, format_table, full, quick, run_bench
+    from xlt.bench.common import with_overrides
 
     cfg = quick() if args.quick else full()
     if args.parts:
@@ -307,6 +310,7 @@ def _bench(args) -> int:
         if unknown:
             raise XltError(f"--parts: unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
         cfg = dataclasses.replace(cfg, parts=parts)
+    cfg = with_overrides(cfg, args.overrides)
     out = run_bench(cfg)
     text = json.dumps(out, indent=1, default=str)
     if args.out:
