@@ -36,14 +36,15 @@ def test_output_structure(tiny_out):
     json.loads(json.dumps(out))  # plain JSON all the way down
 
     tr = out["qa_train"]
-    assert set(tr["contenders"]) == {"xlt", "hf_padded", "hf_dynamic"}
+    assert set(tr["contenders"]) == {"xlt", "hf_padded", "hf_dynamic", "xlt_attn0"}
     for c in tr["contenders"].values():
         assert c["tokens_real_per_s"] > 0 and c["examples_per_s"] > 0 and 0 <= c["f1"] <= 100
         assert 0 <= c["padding_share"] < 1 and len(c["rounds"]) == 1
     check_time_to_f1(tr)
     # the same windows in every contender: the same real tokens, and padding to max_length pads most
     reals = {name: c["rounds"][0]["tokens_real"] for name, c in tr["contenders"].items()}
-    assert reals["hf_padded"] == reals["hf_dynamic"]
+    assert reals["hf_padded"] == reals["hf_dynamic"] and reals["xlt"] == reals["xlt_attn0"]
+    assert tr["speedup_tokens_attn0_vs_xlt"] > 0 and -100 <= tr["f1_attn0_minus_xlt"] <= 100
     assert tr["contenders"]["hf_padded"]["padding_share"] > tr["contenders"]["xlt"]["padding_share"]
     assert tr["padding_ceiling_vs_hf_padded"] > 1  # padding to max_length computes more positions per token
 
@@ -241,6 +242,19 @@ def test_orchestration_reports_unavailable_without_xlt_run(monkeypatch):
     monkeypatch.setattr(orchestration, "REQUIRED", ("ray", "xlt.study.not_built_yet"))
     out = orchestration.run(TINY, log=lambda msg: None)
     assert out == {"available": False, "reason": "xlt run is not available (xlt.study.not_built_yet is not installed)"}
+
+
+def test_overrides_set_fields_and_name_the_bad_pair():
+    from xlt.bench.common import with_overrides
+    from xlt.errors import XltError
+
+    cfg = with_overrides(TINY, ["model=pkg:x/y", "train_questions=20", "lr=1e-4", "target_f1=null"])
+    assert (cfg.model, cfg.train_questions, cfg.lr, cfg.target_f1) == ("pkg:x/y", 20, 1e-4, None)
+    assert isinstance(cfg.lr, float)
+    for bad, said in (("warp=1", "warp=1: expected field=value"), ("epochs=two", "epochs takes int"),
+                      ("tiny=1", "tiny takes"), ("parts=mfu", "parts=mfu: expected")):
+        with pytest.raises(XltError, match=said):
+            with_overrides(TINY, [bad])
 
 
 def test_cli_rejects_unknown_parts():

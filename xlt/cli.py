@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--parts", default=None, help="comma-separated subset of qa_train,qa_eval,mfu,orchestration,adapt_step2,search")
     s.add_argument("--grid", default=None, help="part search: the recorded grid's run directory or results.parquet "
                                                 "(default: studies/results/search_grid_cpu)")
+    s.add_argument("overrides", nargs="*", metavar="field=value",
+                   help="BenchConfig fields, e.g. model=${XLT_MODELS_DIR}/multilingual-e5-small train_questions=200")
     return p
 
 
@@ -302,6 +304,7 @@ def _bench(args) -> int:
     import dataclasses
 
     from xlt.bench import PARTS, format_table, full, quick, run_bench
+    from xlt.bench.common import with_overrides
 
     cfg = quick() if args.quick else full()
     if args.parts:
@@ -312,6 +315,7 @@ def _bench(args) -> int:
         cfg = dataclasses.replace(cfg, parts=parts)
     if args.grid:
         cfg = dataclasses.replace(cfg, search_grid=str(Path(args.grid).resolve()))
+    cfg = with_overrides(cfg, args.overrides)
     out = run_bench(cfg)
     text = json.dumps(out, indent=1, default=str)
     if args.out:

@@ -117,21 +117,24 @@ def grid_trials(s: SearchSpec, train_seed: int) -> list[dict[str, Any]]:
 
 
 def bert_config(*, vocab_size: int, layers: int, hidden: int, heads: int, intermediate: int,
-                max_positions: int, dropout: float = 0.1) -> dict[str, Any]:
+                max_positions: int, dropout: float = 0.1, attention_dropout: float | None = None) -> dict[str, Any]:
     """A BERT of this shape as a config dict (transformers.BertConfig's keys): the one rule for
-    every model xlt builds from a config (tiny studies, tests, the benchmark)."""
+    every model xlt builds from a config (tiny studies, tests, the benchmark). `attention_dropout`
+    None is `dropout`."""
     return {"model_type": "bert", "vocab_size": vocab_size, "hidden_size": hidden, "num_hidden_layers": layers,
             "num_attention_heads": heads, "intermediate_size": intermediate,
             "max_position_embeddings": max_positions, "hidden_dropout_prob": dropout,
-            "attention_probs_dropout_prob": dropout, "pad_token_id": 0}
+            "attention_probs_dropout_prob": dropout if attention_dropout is None else attention_dropout,
+            "pad_token_id": 0}
 
 
-def tiny_config(tiny: TinyModel, *, vocab_size: int | None = None, dropout: float = 0.1) -> dict[str, Any]:
+def tiny_config(tiny: TinyModel, *, vocab_size: int | None = None, dropout: float = 0.1,
+                attention_dropout: float | None = None) -> dict[str, Any]:
     """A tiny study's model config; `vocab_size` is its tokenizer's when there is one (a trained
     tokenizer may come out smaller than asked)."""
     return bert_config(vocab_size=vocab_size or tiny.vocab_size, layers=tiny.layers, hidden=tiny.hidden,
                        heads=tiny.heads, intermediate=tiny.intermediate, max_positions=tiny.max_positions,
-                       dropout=dropout)
+                       dropout=dropout, attention_dropout=attention_dropout)
 
 
 def resolve_name(name: str, *, must_exist: bool = True) -> str:

@@ -24,7 +24,8 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     target_f1_rule          how it was chosen: config.target_f1, or derived in the run as
                             f1_start + config.target_f1_fraction x (lowest final F1 of any
                             contender in any round - f1_start), reached by every run
-    contenders.{xlt, hf_padded, hf_dynamic}:
+    contenders.{xlt, hf_padded, hf_dynamic, xlt_attn0} (xlt_attn0: xlt with
+        train.attention_dropout 0, the same initial weights):
         train_seconds, train_cpu_seconds (process CPU time: user + system, all threads; both
         with the clock paused during evaluations), eval_seconds (wall time paused out),
         prep_seconds (preprocessing + set-up before the first step),
@@ -46,6 +47,8 @@ mfu fractions in [0, 1], f1 / exact_match percent, speedup_* ratios > 1 when xlt
     speedup_time_to_f1_vs_hf_padded, speedup_time_to_f1_vs_hf_dynamic   ratios of median
                             seconds_to_target_f1 (null when a contender did not reach it)
     f1_minus_hf_padded, f1_minus_hf_dynamic                     F1 points
+    speedup_tokens_attn0_vs_xlt, speedup_tokens_attn0_vs_hf_dynamic   xlt_attn0's real tokens/s
+                            ratios (medians); f1_attn0_minus_xlt: what dropping attention dropout costs
     padding_ceiling_vs_hf_padded, padding_ceiling_vs_hf_dynamic   (1 - xlt's padding share) /
                             (1 - the contender's): the speed-up computing fewer positions gives
   qa_eval                 evaluation: windowing + forward + decoding (xlt.bench.qa_eval)
@@ -256,6 +259,9 @@ def format_table(out: dict[str, Any]) -> str:
                      f"{_f(tr['speedup_tokens_vs_hf_dynamic'], '.2f')}x hf_dynamic (fastest rounds: "
                      f"{_f(tr['speedup_tokens_best_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_tokens_best_vs_hf_dynamic'], '.2f')}x;"
                      f" CPU seconds: {_f(tr['speedup_cpu_vs_hf_padded'], '.2f')}x, {_f(tr['speedup_cpu_vs_hf_dynamic'], '.2f')}x)")
+        lines.append(f"  xlt_attn0 (attention dropout 0) real tokens/s: {_f(tr['speedup_tokens_attn0_vs_xlt'], '.2f')}x xlt, "
+                     f"{_f(tr['speedup_tokens_attn0_vs_hf_dynamic'], '.2f')}x hf_dynamic; F1 "
+                     f"{_f(tr['f1_attn0_minus_xlt'], '+.2f')} vs xlt")
         lines.append(f"  padding alone accounts for {_f(tr['padding_ceiling_vs_hf_padded'], '.2f')}x hf_padded, "
                      f"{_f(tr['padding_ceiling_vs_hf_dynamic'], '.2f')}x hf_dynamic (positions per real token)")
         lines.append(f"  time to F1 {_f(tr['target_f1'], '.2f')} (initial weights {_f(tr['f1_start'], '.2f')}; "

@@ -101,6 +101,36 @@ class BenchConfig:
         return asdict(self)
 
 
+def with_overrides(cfg: BenchConfig, pairs: Sequence[str]) -> BenchConfig:
+    """`field=value` pairs (values read as YAML scalars) on top of `cfg`, e.g. `model=... train_questions=200`:
+    another model or size without a new mode. An unknown field or a value of the wrong type names the pair."""
+    import dataclasses
+
+    import yaml
+
+    from xlt.errors import XltError
+
+    fields = {f.name: f for f in dataclasses.fields(BenchConfig)}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in fields or key in ("mode", "parts"):
+            settable = ", ".join(k for k, v in fields.items() if k not in ("mode", "parts") and not isinstance(
+                getattr(cfg, k), (Shape, tuple)))
+            raise XltError(f"xlt bench {pair}: expected field=value with a field of {settable}")
+        value, now = yaml.safe_load(raw), getattr(cfg, key)
+        if isinstance(now, float) or (now is None and "float" in str(fields[key].type)):
+            with contextlib.suppress(TypeError, ValueError):  # YAML 1.1 reads 1e-4 as a string
+                value = float(value) if value is not None and not isinstance(value, bool) else value
+        kind = fields[key].type  # a string under `from __future__ import annotations`
+        ok = (value is None and "None" in str(kind)) or (now is None and isinstance(value, str) and "str" in str(kind)) \
+            or (now is not None and type(value) is type(now))
+        if not ok or isinstance(now, (Shape, tuple)):
+            raise XltError(f"xlt bench {pair}: {key} takes {kind}, not {raw!r}")
+        changes[key] = value
+    return dataclasses.replace(cfg, **changes)
+
+
 def quick() -> BenchConfig:
     """Tiny models and synthetic data: under 3 minutes on 2 CPU cores."""
     return BenchConfig(mode="quick")

@@ -23,8 +23,21 @@ class QASetup:
     lang: str
     source: str
 
-    def fresh_model(self):
-        return copy.deepcopy(self.model0)
+    def fresh_model(self, attention_dropout: float | None = None):
+        """A copy of the initial weights; `attention_dropout` set: the same weights in a model whose
+        config has that attention dropout (the rest of the config as it was)."""
+        if attention_dropout is None:
+            return copy.deepcopy(self.model0)
+        from transformers import AutoModelForQuestionAnswering
+
+        from xlt.models.load import dropout_overrides
+
+        cfg = copy.deepcopy(self.model0.config)
+        for k, v in dropout_overrides(cfg.model_type, None, attention_dropout).items():
+            setattr(cfg, k, v)
+        model = AutoModelForQuestionAnswering.from_config(cfg, attn_implementation="sdpa")
+        model.load_state_dict(self.model0.state_dict())
+        return model
 
     @property
     def window(self) -> dict[str, int]:

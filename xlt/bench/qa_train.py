@@ -124,8 +124,10 @@ def _figures(seconds: float, cpu: float, prep: float, real: int, padded: int, wi
             "examples_per_s": questions / seconds, "padding_share": 1 - real / padded if padded else 0.0}
 
 
-def train_xlt(s: QASetup, seed: int, ev, f1_start: float, windows: int) -> tuple[dict[str, Any], Any]:
-    """`windows`: how many training windows xlt's features make (for the evaluation interval)."""
+def train_xlt(s: QASetup, seed: int, ev, f1_start: float, windows: int,
+              attention_dropout: float | None = None) -> tuple[dict[str, Any], Any]:
+    """`windows`: how many training windows xlt's features make (for the evaluation interval);
+    `attention_dropout`: train.attention_dropout (None: the model's)."""
     import torch
 
     from xlt import derived
@@ -133,7 +135,7 @@ def train_xlt(s: QASetup, seed: int, ev, f1_start: float, windows: int) -> tuple
     from xlt.train.qa import finetune_qa
 
     c = s.cfg
-    model = s.fresh_model()
+    model = s.fresh_model(attention_dropout)
     total = derived.qa_schedule(windows, spec_for(s, seed).train).total_steps  # finetune_qa's own count
     spec = spec_for(s, seed, eval_every=eval_every(total, c.curve_points))
     clock = Clock()
@@ -321,6 +323,8 @@ def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
         "xlt": lambda r: xlt(s, s.cfg.seed + r),
         "hf_padded": lambda r: train_hf(s, s.cfg.seed + r, ev, f1_start, padded=True)[0],
         "hf_dynamic": lambda r: train_hf(s, s.cfg.seed + r, ev, f1_start, padded=False)[0],
+        # train.attention_dropout: 0: on CPU, SDPA takes its fused kernel only without dropout
+        "xlt_attn0": lambda r: train_xlt(s, s.cfg.seed + r, ev, f1_start, windows, attention_dropout=0.0)[0],
     })
     c = s.cfg
     target, rule, med = summarise(c, f1_start, rounds)
@@ -351,6 +355,9 @@ def run(s: QASetup, log) -> tuple[dict[str, Any], Any]:
                                                  med["xlt"]["seconds_to_target_f1"]),
         "speedup_time_to_f1_vs_hf_dynamic": ratio(med["hf_dynamic"]["seconds_to_target_f1"],
                                                   med["xlt"]["seconds_to_target_f1"]),
+        "speedup_tokens_attn0_vs_hf_dynamic": med["xlt_attn0"]["tokens_real_per_s"] / med["hf_dynamic"]["tokens_real_per_s"],
+        "speedup_tokens_attn0_vs_xlt": med["xlt_attn0"]["tokens_real_per_s"] / x,
+        "f1_attn0_minus_xlt": med["xlt_attn0"]["f1"] - med["xlt"]["f1"],
         "f1_minus_hf_padded": med["xlt"]["f1"] - med["hf_padded"]["f1"],
         "f1_minus_hf_dynamic": med["xlt"]["f1"] - med["hf_dynamic"]["f1"],
         # the speed-up padding alone allows: the contender's computed positions per real token

@@ -20,12 +20,13 @@ def load_config(name: str, trust_remote_code: bool = False, **overrides):
 
 
 def tiny_config(*, vocab_size: int, layers: int, hidden: int, heads: int, intermediate: int,
-                max_positions: int, dropout: float = 0.1):
+                max_positions: int, dropout: float = 0.1, attention_dropout: float | None = None):
     """A BERT config of this shape (derived.bert_config)."""
     from transformers import BertConfig
 
     cfg = derived.bert_config(vocab_size=vocab_size, layers=layers, hidden=hidden, heads=heads,
-                              intermediate=intermediate, max_positions=max_positions, dropout=dropout)
+                              intermediate=intermediate, max_positions=max_positions, dropout=dropout,
+                              attention_dropout=attention_dropout)
     cfg.pop("model_type")
     return BertConfig(**cfg)
 
@@ -38,19 +39,24 @@ def config_from_dict(cfg: dict):
     return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
 
-def dropout_overrides(model_type: str, dropout: float) -> dict[str, float]:
-    if model_type == "distilbert":
-        return {"dropout": dropout, "attention_dropout": dropout}
-    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+def dropout_overrides(model_type: str, dropout: float | None,
+                      attention_dropout: float | None = None) -> dict[str, float]:
+    """Config keys for hidden and attention dropout (None: `dropout`); `dropout` None keeps the
+    checkpoint's hidden dropout."""
+    hidden_key, attention_key = (("dropout", "attention_dropout") if model_type == "distilbert"
+                                 else ("hidden_dropout_prob", "attention_probs_dropout_prob"))
+    attention = dropout if attention_dropout is None else attention_dropout
+    return {k: v for k, v in ((hidden_key, dropout), (attention_key, attention)) if v is not None}
 
 
-def load_qa_model(name: str, *, dropout: float, trust_remote_code: bool = False):
+def load_qa_model(name: str, *, dropout: float, attention_dropout: float | None = None,
+                  trust_remote_code: bool = False):
     """Any AutoModelForQuestionAnswering-compatible encoder; a checkpoint without a QA head
     (e.g. a sentence encoder) gets a freshly initialised one."""
     from transformers import AutoModelForQuestionAnswering
 
     cfg = load_config(name, trust_remote_code)
-    for k, v in dropout_overrides(cfg.model_type, dropout).items():
+    for k, v in dropout_overrides(cfg.model_type, dropout, attention_dropout).items():
         setattr(cfg, k, v)
     try:
         return AutoModelForQuestionAnswering.from_pretrained(

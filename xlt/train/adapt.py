@@ -47,7 +47,7 @@ from xlt import compute, derived, layout
 from xlt.data import corpus, mlm
 from xlt.data import features as F
 from xlt.errors import XltError
-from xlt.models.load import config_from_dict, load_config, resolve_name
+from xlt.models.load import config_from_dict, dropout_overrides, load_config, resolve_name
 from xlt.models.minimodel import (
     Encoder,
     MaskedLM,
@@ -254,12 +254,16 @@ def source_body(spec: StudySpec, tokenizer) -> tuple[Encoder, MLMHead | None]:
 
     m = spec.model
     if m.tiny is not None:
-        cfg = config_from_dict(derived.tiny_config(m.tiny, vocab_size=len(tokenizer), dropout=spec.train.dropout))
+        cfg = config_from_dict(derived.tiny_config(m.tiny, vocab_size=len(tokenizer), dropout=spec.train.dropout,
+                                                   attention_dropout=spec.train.attention_dropout))
         return without_pooler(AutoModel.from_config(cfg)), None
     from safetensors.torch import load_file
 
     path = Path(resolve_name(m.name))  # type: ignore[arg-type]
     cfg = load_config(m.name, m.trust_remote_code)  # type: ignore[arg-type]
+    # a pretrained primary keeps its checkpoint's dropout unless train.attention_dropout is set
+    for k, v in dropout_overrides(cfg.model_type, None, spec.train.attention_dropout).items():
+        setattr(cfg, k, v)
     body = without_pooler(AutoModel.from_pretrained(path, config=cfg, trust_remote_code=m.trust_remote_code))
     weights = path / "model.safetensors"
     head = pretrained_head(load_file(weights), cfg) if weights.exists() else None

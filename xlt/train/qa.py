@@ -52,10 +52,12 @@ def build_tokenizer(spec: StudySpec, train: list[Example]):
 def build_model(spec: StudySpec, tokenizer):
     m, t = spec.model, spec.train
     if m.name:
-        return load_qa_model(m.name, dropout=t.dropout, trust_remote_code=m.trust_remote_code)
+        return load_qa_model(m.name, dropout=t.dropout, attention_dropout=t.attention_dropout,
+                             trust_remote_code=m.trust_remote_code)
     assert m.tiny is not None
     return qa_model_from_config(config_from_dict(derived.tiny_config(m.tiny, vocab_size=len(tokenizer),
-                                                                     dropout=t.dropout)))
+                                                                     dropout=t.dropout,
+                                                                     attention_dropout=t.attention_dropout)))
 
 
 def run_qa(spec: StudySpec, report: Report, info: TrialInfo, *, out_dir: str | Path | None = None,
