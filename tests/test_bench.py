@@ -264,10 +264,18 @@ def test_cli_rejects_unknown_parts():
 
 @pytest.mark.slow
 def test_quick_bench_runs_end_to_end(tmp_path):
-    code, out, err = run_cli("bench", "--quick", "--out", str(tmp_path / "bench.json"))
+    from pathlib import Path
+
+    from xlt.bench import PARTS
+
+    # part search replays the shipped recorded grid (tests/test_search_bench.py runs it on a
+    # synthetic one); until that grid is shipped the end-to-end run leaves it out
+    shipped = (Path(__file__).parents[1] / "studies" / "results" / "search_grid_cpu" / "results.parquet").exists()
+    parts = [p for p in PARTS if shipped or p != "search"]
+    code, out, err = run_cli("bench", "--quick", "--parts", ",".join(parts), "--out", str(tmp_path / "bench.json"))
     assert code == 0, err
     result = json.loads(out)
     assert result == json.loads((tmp_path / "bench.json").read_text())
     assert result["errors"] == {}
-    assert {"qa_train", "qa_eval", "mfu", "orchestration", "adapt_step2", "targets"} <= set(result)
+    assert set(parts) | {"targets"} <= set(result)
     check_time_to_f1(result["qa_train"])
