@@ -36,13 +36,15 @@ def measure(spec: StudySpec | None, *, steps: int = 6, threads: int = 1, device:
     import torch
 
     from xlt.bench.mfu import time_steps
-    from xlt.models.load import config_from_dict, qa_model_from_config
+    from xlt.models.load import config_from_dict, dropout_overrides, qa_model_from_config
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = dict(_shape_config(spec))
     t = spec.train if spec is not None else None
+    if t is not None:  # the study's dropout: attention dropout decides CPU attention's kernel (spec.py)
+        cfg.update(dropout_overrides(cfg["model_type"], t.dropout, t.attention_dropout))
     batch, seq = (t.batch_size, t.max_seq_length) if t is not None else (16, 256)
     eval_batch = t.eval_batch_size if t is not None else 64
     model = qa_model_from_config(config_from_dict(cfg)).to(dev)
@@ -75,7 +77,8 @@ def measure(spec: StudySpec | None, *, steps: int = 6, threads: int = 1, device:
                 secs.append(time.perf_counter() - t0)
     eval_flops = compute.step_breakdown(shape, eval_batch, seq, plan, train=False)["total"]
     out = {"train_flops_per_s": train_flops / train_secs, "eval_flops_per_s": eval_flops / statistics.median(secs),
-           "threads": threads, "device": calibration.device_name(dev.type), "model_shape":
+           "threads": threads, "device": calibration.device_name(dev.type),
+           "attention_dropout": model.config.to_dict().get("attention_probs_dropout_prob"), "model_shape":
            f"{shape.layers}x{shape.hidden} vocab {shape.vocab}", "batch": batch, "seq": seq, "measured_at": time.time()}
     log(f"  train {out['train_flops_per_s']:.3g} FLOP/s ({train_secs:.2f} s a step), "
         f"evaluation {out['eval_flops_per_s']:.3g} FLOP/s")
