@@ -219,3 +219,15 @@ def test_the_readme_claims_example_validates():
     tree.update(yaml.safe_load(block.group(1)))
     spec = spec_from_dict(tree, "README.md")
     assert [c.kind for c in spec.claims] == ["order", "ratio", "lift"]
+
+
+def test_keys_added_later_leave_the_hash_alone_until_set():
+    """Runs and shipped results hashed before train.attention_dropout and search.budget existed
+    still resume and verify (tests/test_published.py checks a shipped one)."""
+    from xlt.spec import load_spec
+
+    study = ROOT / "studies" / "quickstart.yaml"
+    plain = load_spec(study, [])
+    assert "attention_dropout" not in plain._hashed()["train"] and "budget" not in plain._hashed()["search"]
+    assert load_spec(study, ["train.attention_dropout=0"]).hash() != plain.hash()
+    assert load_spec(study, ["search.budget.flops=1e15"]).hash() != plain.hash()

@@ -608,7 +608,11 @@ class StudySpec(_Strict):
         return hashlib.sha256(json.dumps(self._hashed(), sort_keys=True).encode()).hexdigest()[:16]
 
     def _hashed(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"cache_dir", "claims", "reported_cost"})
+        tree = self.model_dump(mode="json", exclude={"cache_dir", "claims", "reported_cost"})
+        for section, key in _LATER_KEYS:  # unset, they leave a trial as it was before they existed
+            if tree.get(section, {}).get(key, _MISSING) is None:
+                del tree[section][key]
+        return tree
 
     def first_difference(self, other: StudySpec) -> str | None:
         """The first key (dotted, in the spec's order) whose value differs in what `hash` covers:
@@ -617,6 +621,11 @@ class StudySpec(_Strict):
 
     def resolve_path(self, path: str) -> Path:
         return Path(expand_vars(path))
+
+
+# Keys added after runs and shipped results were hashed, whose None default changes nothing a
+# trial does: left out of the hash while None, so those runs still resume and still verify.
+_LATER_KEYS = (("train", "attention_dropout"), ("search", "budget"))
 
 
 def _first_difference(a: Any, b: Any, at: str) -> str | None:
