@@ -227,7 +227,10 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
                                     reuse_actors=tr.in_driver),
         run_config=tune.RunConfig(name=rundir.TUNE_NAME, storage_path=str(storage), verbose=0,
                                   callbacks=[progress], failure_config=tune.FailureConfig(max_failures=retries),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  # 2, not 1: Tune deletes the older checkpoint as the newer one
+                                  # lands, and a driver killed before its next experiment-state save
+                                  # (every 2 s) resumes from the one the state names (test_study.py)
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
 
 
