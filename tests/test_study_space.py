@@ -102,6 +102,19 @@ def test_nsga2_objectives_and_metric_names(tmp_path):
     assert b.scheduler.metric == "f1" and b.scheduler._time_attr == "training_iteration"
 
 
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])
+def test_the_search_algorithm_pickles_as_tune_saves_it(tmp_path, algorithm):
+    """Tune writes the search algorithm into the Tuner's pickled state (for resume); Optuna 5.1's
+    NSGA-II sampler holds a threading.Lock that broke it (CI: test_nsga2_with_asha)."""
+    from ray import cloudpickle
+
+    s = spec({"algorithm": algorithm, "space": {"train.lr": {"log_range": [1e-4, 1e-3]}}})
+    search_alg = space.build(s, tmp_path).search_alg
+    sampler, copy = search_alg._sampler, cloudpickle.loads(cloudpickle.dumps(search_alg))._sampler
+    assert type(copy) is type(sampler) and vars(copy).keys() == vars(sampler).keys()
+    assert copy._rng.rng.random() == sampler._rng.rng.random()  # the seeded state travels
+
+
 def test_bad_objectives_are_one_line():
     with pytest.raises(XltError, match=r"search.objectives\[0\].eval_set: 'xx' is not an eval set"):
         space.check(spec({"objectives": [{"eval_set": "xx"}]}))

@@ -125,8 +125,31 @@ def optuna_sampler(algorithm: str, seed: int):
     if algorithm == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return _picklable(optuna.samplers.NSGAIISampler(seed=seed))
     raise ValueError(f"no Optuna sampler for search.algorithm {algorithm!r}")
+
+
+def _picklable(sampler):
+    """Ray Tune pickles the search algorithm with the Tuner's state (for resume), and Optuna 5.1's
+    genetic samplers (BaseGASampler) hold a threading.Lock, which cannot be pickled. The lock only
+    guards the sampler's in-process generation cache, so a copy gets a fresh one."""
+    import copyreg
+
+    if hasattr(sampler, "_thread_lock"):
+        copyreg.pickle(type(sampler), _reduce_without_lock)
+    return sampler
+
+
+def _reduce_without_lock(sampler):
+    return _with_new_lock, (type(sampler), {k: v for k, v in vars(sampler).items() if k != "_thread_lock"})
+
+
+def _with_new_lock(cls, state):
+    import threading
+
+    sampler = cls.__new__(cls)
+    vars(sampler).update(state, _thread_lock=threading.Lock())
+    return sampler
 
 
 def build(spec: StudySpec, run_dir: Path) -> Search:
