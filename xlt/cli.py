@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("study")
     s.add_argument("overrides", nargs="*", metavar="key.path=value")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    s.add_argument("--against", default=None, metavar="RUN",
+                   help="price the trials a run directory finished and set each beside what it measured")
 
     s = sub.add_parser("run", help="run a study on Ray (embedded local Ray, or --address) into a run directory")
     s.add_argument("study")
@@ -265,6 +267,12 @@ def _estimate(args) -> int:
     from xlt.study.estimate import estimate, format_estimate
 
     spec = load_spec(args.study, args.overrides)
+    if args.against:
+        from xlt.study.estimate_vs_run import against, format_against
+
+        c = against(spec, Path(args.against))
+        print(json.dumps(c) if args.json else format_against(c))
+        return 0
     est = estimate(spec)
     print(json.dumps(est) if args.json else format_estimate(est))
     return 0

@@ -335,6 +335,9 @@ class Throughput:
     source: str  # "study" | "measured" | "assumed"
     detail: str = ""
 
+    def hours(self, train_flops: float, eval_flops: float) -> float:
+        return (train_flops / self.train + eval_flops / self.eval) / 3600
+
 
 def throughput(spec: StudySpec, kind: str) -> Throughput:
     """The study's `throughput:` (evaluation assumed 3x faster), else what `xlt calibrate` measured
@@ -352,43 +355,51 @@ def throughput(spec: StudySpec, kind: str) -> Throughput:
 def estimate(spec: StudySpec) -> dict[str, Any]:
     """Every planned trial's cost (each charged all it uses, shared steps included) and the
     study's: a step that trials share through the artifact cache is computed once."""
-    kind = "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
+    kind = device_kind(spec)
     rate = throughput(spec, kind)
+    rows, once, texts = price(spec, planned_trials(spec), rate)
+    attributed = sum(r["flops_train"] for r in rows)
+    paid = sum(r.pop("_own") for r in rows) + sum(once.values())
+    evals = sum(r["flops_eval"] for r in rows)
+    reported = [_reported(spec, r, rows, rate) for r in spec.reported_cost]
+    hours_paid = rate.hours(paid, evals)
+    return {"resources": resources_here(spec, hours_paid), "study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
+            "eval_throughput_flops_per_s": rate.eval, "throughput_source": rate.source,
+            "throughput_detail": rate.detail, "reported": [r for r in reported if r is not None],
+            "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
+            "flops_eval": evals, "device_hours": rate.hours(paid, evals),
+            "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values()),
+            "breakeven": priced_breakeven(spec, rows) if spec.task == "adapt" else []}
 
-    def hours(train: float, evals: float) -> float:
-        return (train / rate.train + evals / rate.eval) / 3600
 
+def device_kind(spec: StudySpec) -> str:
+    return "gpu" if spec.scale == "gpu" or spec.resources.gpus_per_worker > 0 else "cpu"
+
+
+def price(spec: StudySpec, trials: list[dict[str, Any]], rate: Throughput
+          ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], float], dict[tuple[str, str], dict[str, Any]]]:
+    """(a row per trial, the shared steps' FLOPs, the text budgets) of `trials` (parameters) in
+    the order they start: the first trial to need a shared step computes it."""
     rows: list[dict[str, Any]] = []
     once: dict[tuple[str, str], float] = {}
     texts: dict[tuple[str, str], dict[str, Any]] = {}
-    for params in planned_trials(spec):
+    for params in trials:
         cost = trial_cost(trial_spec(spec, params))
         shared = cost.pop("shared", [])
         for b in cost.pop("text", []):
             texts.setdefault((b["stage"], b["source"]), b)
         own, first = cost["flops_train"] - sum(f for _, _, f in shared), 0.0
         for stage, key, flops in shared:
-            if (stage, key) not in once:  # the first trial in plan order to need it computes it
+            if (stage, key) not in once:
                 once[(stage, key)] = flops
                 first += flops
         # device_hours: all the trial uses; paid_device_hours: what it computes itself, in plan order
-        rows.append({"params": params, **cost, "device_hours": hours(cost["flops_train"], cost["flops_eval"]),
-                     "paid_device_hours": hours(own + first, cost["flops_eval"]), "_own": own})
-    attributed = sum(r["flops_train"] for r in rows)
-    paid = sum(r.pop("_own") for r in rows) + sum(once.values())
-    evals = sum(r["flops_eval"] for r in rows)
-    reported = [_reported(spec, r, rows, rate) for r in spec.reported_cost]
-    hours_paid = hours(paid, evals)
-    return {"resources": _resources_here(spec, hours_paid), "study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
-            "eval_throughput_flops_per_s": rate.eval, "throughput_source": rate.source,
-            "throughput_detail": rate.detail, "reported": [r for r in reported if r is not None],
-            "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
-            "flops_eval": evals, "device_hours": hours(paid, evals),
-            "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values()),
-            "breakeven": priced_breakeven(spec, rows) if spec.task == "adapt" else []}
+        rows.append({"params": params, **cost, "device_hours": rate.hours(cost["flops_train"], cost["flops_eval"]),
+                     "paid_device_hours": rate.hours(own + first, cost["flops_eval"]), "_own": own})
+    return rows, once, texts
 
 
-def _resources_here(spec: StudySpec, device_hours: float) -> dict[str, Any]:
+def resources_here(spec: StudySpec, device_hours: float) -> dict[str, Any]:
     """What one trial reserves (as `xlt run` counts it: xlt.study.resources) and how many trials
     run at once on this machine's CPUs (the embedded Ray of `xlt run` offers them all); the
     study's wall hours here, its device-hours spread over its trials' workers and those slots."""
