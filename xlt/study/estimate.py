@@ -8,12 +8,14 @@ CJK character), so figures are estimates, typically within tens of percent.
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import json
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,38 @@ KNOWN_DATASETS: dict[str, tuple[dict[str, int], float]] = {
 _count_tokens = derived.text_tokens
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(name: str) -> Any | None:
+    """The model's own fast tokenizer when its directory is on this machine (`tokenizers`, no
+    torch), without the truncation or padding its file may set; else None (a hub name offline, a
+    tiny model: tokens are estimated from the text)."""
+    try:
+        path = Path(derived.resolve_name(name, must_exist=False)) / "tokenizer.json"
+    except XltError:
+        return None
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def token_counter(spec: StudySpec, vocabulary: str = "model") -> tuple[Callable[[list[str]], list[float]], str]:
+    """(texts -> token counts, where they come from): the model's tokenizer, else (or for
+    `vocabulary` "new": an adapted model's own target vocabulary, which does not exist before
+    step 2 builds it) derived.text_tokens.
+    Windows depend on the tokenizer: MiniLM's English WordPiece cuts Russian into ~2x the tokens
+    words x 1.3 says (xlt estimate --against the shipped xquad_transfer_cpu)."""
+    tok = _tokenizer(spec.model.name) if vocabulary == "model" and spec.model.tiny is None and spec.model.name else None
+    if tok is None:
+        return (lambda texts: [_count_tokens(x) for x in texts]), "estimated from text (words x 1.3, 1 per CJK character)"
+    return (lambda texts: [float(len(e.ids)) for e in tok.encode_batch(texts, add_special_tokens=False)]), \
+        "counted by the model's tokenizer"
+
+
 @dataclass
 class DataSize:
     questions: int
@@ -83,8 +117,24 @@ class DataSize:
     window_tokens: float  # mean window length, special tokens included
 
 
-def data_size(src: DataSource, spec: StudySpec) -> DataSize:
-    """How many questions a source holds and how they window (tokens estimated from the text)."""
+def data_size(src: DataSource, spec: StudySpec, vocabulary: str = "model") -> DataSize:
+    """How many questions a source holds and how they window (token_counter's tokens, of
+    `vocabulary`). Memoised: a study's trials price the same sources again and again."""
+    t = spec.train
+    key: tuple[Any, ...] = (src.model_dump_json(), spec.model.model_dump_json(), t.max_seq_length, t.doc_stride,
+                            t.max_query_length, vocabulary)
+    if src.path is not None:  # the file itself, as it is now
+        path = spec.resolve_path(src.path)
+        key += (str(path), *((path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else ()))
+    if key not in _SIZES:
+        _SIZES[key] = _data_size(src, spec, vocabulary)
+    return _SIZES[key]
+
+
+_SIZES: dict[tuple[Any, ...], DataSize] = {}
+
+
+def _data_size(src: DataSource, spec: StudySpec, vocabulary: str) -> DataSize:
     t = spec.train
     if src.synthetic is not None:
         from xlt.data.synthetic import make_squad
@@ -105,7 +155,8 @@ def data_size(src: DataSource, spec: StudySpec) -> DataSize:
         n, mean = known[0][src.split], known[1]
         windows, length = derived.qa_windows(_QUESTION_SHARE * mean, (1 - _QUESTION_SHARE) * mean, t)
         return DataSize(min(n, src.max_questions or n), windows, length)
-    cut = [derived.qa_windows(_count_tokens(q), _count_tokens(c), t) for c, q in qas]
+    count, _ = token_counter(spec, vocabulary)
+    cut = [derived.qa_windows(q, c, t) for c, q in zip(count([c for c, _ in qas]), count([q for _, q in qas]), strict=True)]
     windows = sum(w for w, _ in cut)
     return DataSize(min(n, src.max_questions or n), windows / max(1, len(cut)),
                     sum(w * length for w, length in cut) / max(1, windows))
@@ -302,12 +353,15 @@ def trial_cost(spec: StudySpec) -> dict[str, Any]:
     vocab_shape = compute.EncoderShape(**{**vars(shape), "layers": run, "vocab": a.vocab_size})
     step2 = _mlm_flops(vocab_shape, (False,) * run, a.step2, embeddings=True, head=False, **target)
     # step 3 scores the English sets at its evaluations; step 4 the target sets once with the source
-    # vocabulary (the source_vocab event), at step 0, every eval_every step-2 steps and at the end
+    # vocabulary (the source_vocab event), and with the new one at step 0, every eval_every step-2
+    # steps and at the end
     step3, step3_evals, _ = _qa_flops(spec, small, train, [(src, size) for src, size in evals if src.lang == "en"],
                                       embeddings_trainable=False)
     frozen = compute.Plan(embeddings=False, layers=(False,) * small.layers, head=False, head_kind="qa")
-    step4 = _eval_flops(small, [size for src, size in evals if src.lang == a.target_lang], frozen)
-    evals_flops = step3_evals + step4 * (2 + derived.n_evaluations(a.step2.steps, a.eval_every))
+    targets = [src for src, _ in evals if src.lang == a.target_lang]
+    source_vocab = _eval_flops(small, [data_size(src, spec) for src in targets], frozen)
+    new_vocab = _eval_flops(small, [data_size(src, spec, "new") for src in targets], frozen)
+    evals_flops = step3_evals + source_vocab + new_vocab * (1 + derived.n_evaluations(a.step2.steps, a.eval_every))
     # what trials share through the artifact cache (xlt.train.adapt): step 1 per method and
     # depth, MiniPost's on top of BaseLarge's primary, and step 3 per primary
     primary = primary_method(a.method)
@@ -366,7 +420,7 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
     return {"resources": resources_here(spec, hours_paid), "study": spec.name, "task": spec.task, "device_kind": kind, "throughput_flops_per_s": rate.train,
             "eval_throughput_flops_per_s": rate.eval, "throughput_source": rate.source,
             "throughput_detail": rate.detail, "reported": [r for r in reported if r is not None],
-            "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
+            "tokens": token_counter(spec)[1], "trials": rows, "n_trials": len(rows), "flops_train": paid, "flops_train_attributed": attributed,
             "flops_eval": evals, "device_hours": rate.hours(paid, evals),
             "device_hours_attributed": sum(r["device_hours"] for r in rows), "text": list(texts.values()),
             "breakeven": priced_breakeven(spec, rows) if spec.task == "adapt" else []}
@@ -501,6 +555,8 @@ def format_estimate(est: dict[str, Any]) -> str:
     lines = [f"study {est['study']}: {est['n_trials']} trial{'' if est['n_trials'] == 1 else 's'} on {est['device_kind']} "
              f"(throughput {est['throughput_flops_per_s']:.2g} FLOP/s training, "
              f"{est.get('eval_throughput_flops_per_s', 3 * est['throughput_flops_per_s']):.2g} evaluation; {source})"]
+    if est.get("tokens"):
+        lines.append(f"  QA tokens {est['tokens']}")
     for i, r in enumerate(est["trials"][:50]):
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
         lines.append(f"  trial {i:>3}  {r['flops_train']:9.3g} train FLOPs  {r['device_hours']:8.3g} "
