@@ -47,17 +47,23 @@ def test_windows_label_the_answer_or_cls(tokenizer):
     assert seen == set(range(len(examples)))  # every answer is inside at least one window
 
 
-def test_best_spans_matches_brute_force():
+@pytest.mark.parametrize("L, max_len, ties", [(17, 4, False), (17, 4, True), (6, 30, True), (9, 1, True)])
+def test_best_spans_matches_brute_force(L, max_len, ties):
+    """Exact over the band; on equal scores the earliest start, then the earliest end (integer
+    logits make ties common)."""
     torch.manual_seed(0)
-    B, L, max_len = 5, 17, 4
+    B = 7
     s, e = torch.randn(B, L), torch.randn(B, L)
+    if ties:
+        s, e = s.mul(2).round(), e.mul(2).round()
     mask = torch.rand(B, L) > 0.3
+    mask[:, 0] = True  # every window has context
     scores, starts, ends = F.best_spans(s, e, mask, max_len)
     for b in range(B):
-        valid = [(s[b, i] + e[b, j], i, j) for i, j in itertools.product(range(L), range(L))
+        valid = [(float(s[b, i] + e[b, j]), -i, -j) for i, j in itertools.product(range(L), range(L))
                  if mask[b, i] and mask[b, j] and i <= j < i + max_len]
-        best = max(valid)
-        assert (float(scores[b]), int(starts[b]), int(ends[b])) == pytest.approx((float(best[0]), best[1], best[2]))
+        best, i, j = max(valid)
+        assert (float(scores[b]), int(starts[b]), int(ends[b])) == (pytest.approx(best), -i, -j)
 
 
 def decode(examples, feats, logits, *, rule="run_qa", max_answer_length=30, batch_size=3, cls_token_id=None, seed=0):
