@@ -81,8 +81,11 @@ class Progress(Callback):
             "started": old.get("started", self.t0), "session_started": self.t0,
             "elapsed_seconds": old.get("elapsed_seconds", 0.0), "objectives": list(zip(search.metrics, search.modes, strict=True)),
             "primary_set": search.primary_set, "total": search.total, "trials": old.get("trials", {}),
+            # what extensions of the study kept and added (xlt.study.extend)
+            "extended": [{k: e[k] for k in ("time", "difference", "kept", "samples")} for e in run.get("extended", [])],
         }
         self.before = self.status["elapsed_seconds"]  # elapsed in earlier sessions of a resumed run
+        self.ended: list[str] = []  # the trials of the Tune experiment that ended last
         self.write()
         _live.append(self)
 
@@ -99,6 +102,15 @@ class Progress(Callback):
         stopped = (self.status.get("budget") or {}).get("stopped")
         return {"done": done, "running": running, "failed": failed,
                 "pending": 0 if stopped else max(0, self.search.total - done - failed - running)}
+
+    def unfinished(self) -> int:
+        """Trials of the Tune experiment that ended last that neither finished nor failed: it was
+        interrupted (Tune's fit returns on Ctrl-C)."""
+        return sum(self.status["trials"][t].get("state") not in ("done", "failed") for t in self.ended)
+
+    def extension_started(self, exp: dict[str, Any]) -> None:
+        print(f"xlt: extended: {exp['kept']} trials done kept, {exp['samples']} added ({exp['difference']})",
+              file=self.stream, flush=True)
 
     def best(self) -> tuple[str, float] | None:
         metric, mode = self.search.metrics[0], self.search.modes[0]
@@ -252,6 +264,7 @@ class Progress(Callback):
         # as running here but as finished in the experiment state the study resumed from
         # (Tune also marks trials it stopped on Ctrl-C as terminated: only a trial whose driver
         # wrote its final result is done)
+        self.ended = [tr.trial_id for tr in trials]
         for tr in trials:
             t = self._trial(tr)
             if tr.status == "ERROR":
