@@ -25,6 +25,7 @@ SPEC, RUN, STATUS, DONE = layout.SPEC, layout.RUN, layout.STATUS, layout.DONE
 # (rows are small; checkpoints, saved models and artifacts are not: a BERT-base checkpoint with
 # its AdamW state is ~1.3 GB). XLT_MIN_FREE_MB overrides it.
 MIN_FREE_MB = 1024
+KEEP_FREE_MB = 64  # while it runs (keep_free_bytes); XLT_KEEP_FREE_MB overrides it
 PROBE_BYTES = 64 * 1024
 TUNE_NAME = "tune"
 # (trial, stage, event, eval set) is one row; a worker restarted from a checkpoint may log an event again
@@ -124,17 +125,25 @@ def _extended(out: Path, run: dict[str, Any] | None, old: StudySpec, spec: Study
     return {**run, "extended": [*extended, record]}
 
 
-def min_free_bytes() -> int:
-    text = os.environ.get("XLT_MIN_FREE_MB", "").strip()
+def min_free_bytes(var: str = "XLT_MIN_FREE_MB", default_mb: float = MIN_FREE_MB) -> int:
+    text = os.environ.get(var, "").strip()
     if not text:
-        return MIN_FREE_MB * 2**20
+        return int(default_mb * 2**20)
     try:
         mb = float(text)
     except ValueError:
         mb = -1.0
     if not 0 <= mb < 2**40:
-        raise XltError(f"XLT_MIN_FREE_MB={text}: expected a number of megabytes >= 0")
+        raise XltError(f"{var}={text}: expected a number of megabytes >= 0")
     return int(mb * 2**20)
+
+
+def keep_free_bytes() -> int:
+    """What a running study keeps free on its run directory's filesystem: a trial fails (disk
+    full) rather than write a checkpoint that leaves less, so that Tune's experiment state,
+    status.json and the results table still fit and the study ends cleanly and resumes (Tune
+    2.60 rewrites its experiment state in place: a disk that fills while it writes tears it)."""
+    return min_free_bytes("XLT_KEEP_FREE_MB", KEEP_FREE_MB)
 
 
 def check_storage(out: Path) -> None:
@@ -149,6 +158,7 @@ def check_storage(out: Path) -> None:
     if not where.is_dir():
         raise XltError(f"{out}: {where} is not a directory; choose another --out")
     need = min_free_bytes()
+    keep_free_bytes()  # a bad XLT_KEEP_FREE_MB fails here too, before Ray starts
     try:
         free = shutil.disk_usage(where).free
     except OSError as e:

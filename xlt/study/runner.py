@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlt import layout, lock
+from xlt import layout, lock, results
 from xlt.errors import XltError
 from xlt.spec import StudySpec
 from xlt.study import resources, rundir
@@ -214,7 +214,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
     from xlt.study.driver import StudyContext, trial_driver
 
     ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"],
-                       in_driver=tr.in_driver)
+                       in_driver=tr.in_driver, keep_free=rundir.keep_free_bytes())
     (_, bundle), *_ = tr.bundles()
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
                                     {{"CPU": "cpu", "GPU": "gpu"}.get(k, k): v for k, v in bundle.items()})
@@ -265,6 +265,9 @@ def _locked(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -
     # Tune saves its experiment state at most this often: a killed driver loses at most this much
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a failed trial is one line in progress and status.json; its traceback stays in its error.txt
+    # (Tune would log it on the driver's stderr too)
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     started = connect(opts.address)
     try:
         return _run(spec, opts, old_run)
@@ -313,27 +316,43 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
                 continue
             if i and not restorable[i]:
                 progress.extension_started(exp)
-            errors += _tuner(spec, opts, run, tr, progress, i, restorable[i]).fit().num_errors
+            try:
+                errors += _tuner(spec, opts, run, tr, progress, i, restorable[i]).fit().num_errors
+            except Exception as e:
+                # Tune reads back what it wrote as the experiment ends (an error file it could not
+                # write on a full disk is empty): the study failed, say so in one line
+                if not (results.is_disk_full(e) or progress.disk_full_state()):
+                    raise
+                print(f"xlt: disk full: Tune could not end the experiment ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+                progress.disk_full = progress.disk_full or str(e)
+                errors += 1
+                break
             if progress.unfinished():  # interrupted: the rest waits for --resume
                 break
         c = progress.counts()
         unfinished = c["pending"] + c["running"]
         state = "failed" if errors else ("interrupted" if unfinished else "done")
+        if state == "failed" and progress.disk_full_state():
+            state = "failed: disk full"
     except KeyboardInterrupt:
         state = "interrupted"
         raise
     finally:
         if (opts.out / layout.ROWS_LOG).exists():
-            rundir.compact(opts.out)
+            progress.room(rundir.compact, opts.out)
         progress.write(state)
     if state != "interrupted":
-        (opts.out / rundir.DONE).write_text(f"{state} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        progress.room(Path.write_text, opts.out / rundir.DONE, f"{state} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     b = progress.best()
     c = progress.counts()
     budget = progress.status.get("budget") or {}
     print(f"xlt: {state}{' (stopped by budget)' if budget.get('stopped') else ''}: {c['done']} trials done,"
           f" {c['failed']} failed in {clock(progress.status['elapsed_seconds'])}"
           + (f"; best {search.metrics[0]} {b[1]:.4g} ({b[0]})" if b else "") + f"; results: {opts.out / 'results.parquet'}")
-    if state == "interrupted":
-        print(f"xlt: continue with: xlt run ... --out {opts.out} --resume", file=sys.stderr)
+    if c["failed"]:
+        print(f"xlt: the failed trials' tracebacks: {opts.out}/ray/tune*/*/error.txt", file=sys.stderr)
+    if state in ("interrupted", "failed: disk full"):
+        room = "free some space on its filesystem, then " if state != "interrupted" else ""
+        print(f"xlt: {room}continue with: xlt run ... --out {opts.out} --resume", file=sys.stderr)
     return 0 if state == "done" else 1

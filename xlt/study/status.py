@@ -164,6 +164,7 @@ def format_status(st: dict[str, Any]) -> str:
         out.append(f"budget: {b['limit']:.3g} {unit}; spent {b['spent']:.3g} ({100 * b['spent'] / b['limit']:.0f}%)"
                    + (f", running trials estimated at {b['committed']:.3g}" if b.get("committed") else "")
                    + ("; stopped by budget: " + b["message"].removeprefix("budget: ") if b.get("stopped") else ""))
-    if st["state"] == "interrupted":
-        out.append(f"resume with: xlt run STUDY.yaml --out {st['run_dir']} --resume")
+    if st["state"] in ("interrupted", "failed: disk full"):
+        room = "free some space, then " if st["state"] != "interrupted" else ""
+        out.append(f"{room}resume with: xlt run STUDY.yaml --out {st['run_dir']} --resume")
     return "\n".join(out)
