@@ -245,6 +245,107 @@ def test_a_really_full_filesystem_is_one_line_before_ray(tmp_path, min_free_mb, 
     assert r.stdout.strip() == "False"
 
 
+# ---------------------------------------------------------------- the disk fills during the run (fast parts)
+
+
+ROWS_PER_EVENT = EVAL_SETS  # one row per eval set
+
+
+def _row(event: int, eval_set: str = "en-dev") -> dict:
+    return {"study": "s", "trial_id": "t", "stage": "qa", "event": event, "eval_set": eval_set, "f1": 1.0}
+
+
+def test_an_append_that_meets_a_full_disk_leaves_no_torn_line(tmp_path, monkeypatch):
+    """The kernel may take part of a write before ENOSPC: the log is cut back to the rows before,
+    so the append after more space is found starts on a line of its own (none lost)."""
+    results.append_rows(tmp_path, [_row(0)])
+    size = (tmp_path / results.ROWS_LOG).stat().st_size
+    real = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 100:
+            real(fd, bytes(data[:len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(XltError, match=r"^disk full: No space left on device appending \d+ bytes of rows to "):
+        results.append_rows(tmp_path, [_row(1), _row(1, "ru-dev")])
+    assert (tmp_path / results.ROWS_LOG).stat().st_size == size
+    monkeypatch.setattr(os, "write", real)
+    results.append_rows(tmp_path, [_row(1), _row(1, "ru-dev")])
+    assert [(r["event"], r["eval_set"]) for r in results.read_log(tmp_path)] == [(0, "en-dev"), (1, "en-dev"),
+                                                                                (1, "ru-dev")]
+
+
+def test_a_line_torn_by_a_crash_does_not_swallow_the_next_row(tmp_path):
+    results.append_rows(tmp_path, [_row(0)])
+    with open(tmp_path / results.ROWS_LOG, "ab") as f:
+        f.write(b'{"study": "s", "trial_id": "t", "sta')  # the driver died mid-line
+    results.append_rows(tmp_path, [_row(1)])
+    assert [r["event"] for r in results.read_log(tmp_path)] == [0, 1]
+
+
+def _reporter(run_dir, report, **cfg):
+    from xlt.study.worker import _Marker, _Reporter
+
+    marker = _Marker.__new__(_Marker)  # no rank file
+    marker.path, marker.info = Path(run_dir) / "rank-0.json", {}
+    reporter = _Reporter({"run_dir": str(run_dir), "primary_set": "en-dev", **cfg}, 0, marker, report)
+    reporter.pending = {"stage": "qa", "step": 4}
+    return reporter
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   # pyarrow's copy (Tune persisting a checkpoint) words it without an errno
+                                   OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device")])
+def test_a_checkpoint_that_meets_a_full_disk_fails_the_trial_in_one_line(tmp_path, error):
+    def report(metrics, checkpoint):
+        raise error
+
+    with pytest.raises(XltError, match=r"^disk full: .*No space left on device.* writing the checkpoint of qa step 4 "):
+        _reporter(tmp_path, report).on_event(lambda: {"step": 4})
+
+
+def test_a_checkpoint_that_would_fill_the_disk_is_not_written(tmp_path):
+    """A trial stops before its checkpoint takes the run's filesystem below XLT_KEEP_FREE_MB: what
+    the study writes to end cleanly (Tune's experiment state, status.json) must still fit."""
+    sent = []
+    free = shutil.disk_usage(tmp_path).free
+    reporter = _reporter(tmp_path, lambda m, c: sent.append(c), keep_free=free + 2**30)
+    with pytest.raises(XltError, match=r"^disk full: [\d.e+]+ MB free on the run directory's filesystem; the checkpoint "
+                                       r"of qa step 4 \([\d.e+-]+ MB\) would leave less than the [\d.e+]+ MB a study "
+                                       r"keeps free for its own state \(XLT_KEEP_FREE_MB\)$"):
+        reporter.on_event(lambda: {"step": 4})
+    assert sent == []
+    reporter = _reporter(tmp_path, lambda m, c: sent.append(c), keep_free=2**20)
+    reporter.on_event(lambda: {"step": 4})
+    assert len(sent) == 1
+
+
+def test_the_driver_goes_on_when_its_status_meets_a_full_disk(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray")
+    import io
+
+    from xlt.spec import load_spec
+    from xlt.study import space
+    from xlt.study.progress import Progress
+
+    spec = load_spec(write_study(tmp_path))
+    stream = io.StringIO()
+    progress = Progress(tmp_path, space.build(spec, tmp_path, searcher=False), {"study": "tiny", "run_id": "r"}, None,
+                        stream=stream)
+
+    def full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "write_json", full)
+    progress.write()
+    progress.write()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("xlt: disk full: No space left on device writing "), err
+    assert progress.disk_full_state()
+
+
 # ---------------------------------------------------------------- the driver killed at random times (slow)
 
 KILL_SEEDS = (0, 1, 2)  # seed % 3: which part of the timeline the kill falls in (see _strata)
@@ -429,3 +530,110 @@ def test_a_driver_killed_at_a_random_time_resumes_to_the_same_results(uninterrup
     # the same results as the uninterrupted run, row for row
     assert rows.keys() == uninterrupted["rows"].keys()
     assert rows == uninterrupted["rows"]
+
+
+# ---------------------------------------------------------------- the disk fills during the run (slow, Ray, a real filesystem)
+
+# Run in a user namespace (no root needed, nothing left mounted): a small tmpfs bind-mounted over
+# the run directory's row log (its appends meet a real ENOSPC in the second trial, the rest of the
+# run directory has room) or over its ray/ (Tune's state and the trials' checkpoints: the second
+# trial's checkpoint would take it below XLT_KEEP_FREE_MB). `xlt run` until it ends; the tmpfs
+# grown (space freed); `xlt run --resume`. The row log is read in there (it may live on the tmpfs).
+FILL_THEN_RESUME = r"""
+import json, subprocess, sys, time
+mnt, out, study, target, size = sys.argv[1:6]
+def sh(*argv):
+    subprocess.run(argv, check=True)
+sh("mount", "-t", "tmpfs", "-o", f"size={size}", "xlt-full", mnt)
+if target == "rows":
+    open(f"{mnt}/rows.jsonl", "w").close()
+    sh("mount", "--bind", f"{mnt}/rows.jsonl", f"{out}/rows.jsonl")
+else:
+    sh("mount", "--bind", mnt, f"{out}/ray")
+runs = []
+for grown in (False, True):
+    if grown:
+        sh("mount", "-o", "remount,size=64m", mnt)
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "xlt.cli", "run", study, "--out", out, "--resume"],
+                       capture_output=True, text=True, timeout=400)
+    st = subprocess.run([sys.executable, "-m", "xlt.cli", "status", out], capture_output=True, text=True)
+    runs.append({"code": r.returncode, "out": r.stdout, "err": r.stderr, "seconds": time.time() - t0,
+                 "log": open(f"{out}/rows.jsonl", "rb").read().decode(), "status": st.stdout,
+                 "trials": json.load(open(f"{out}/status.json"))["trials"]})
+print(json.dumps(runs))
+"""
+DISK_FULL = {
+    # a real ENOSPC at the append; the failed write cut back off, so not even the log holds a row twice
+    "rows": ("16k", "64", "disk full: No space left on device appending "),
+    # ~310 KB checkpoints, 2 kept per trial: the second trial's second one would leave < 256 KB
+    "storage": ("1536k", "0.25", "MB free on the run directory's filesystem; the checkpoint of qa step "),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("target", DISK_FULL)
+def test_a_disk_that_fills_during_the_run_fails_the_trial_and_resume_finishes(tmp_path, target):
+    """A 2-trial grid whose row log, or Tune storage, fills its filesystem in the second trial:
+    that trial fails with one line (and its retry from the checkpoint too), the rows logged before
+    stay, the study ends `failed: disk full`; with space freed, `--resume` finishes it, every row
+    in the results table once. The run directory is made as `xlt run` makes it before any trial
+    (spec.json), so that the tmpfs can be mounted in it from the start."""
+    from xlt.spec import load_spec
+
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1)")
+    size, keep_free_mb, reason = DISK_FULL[target]
+    study = write_study(tmp_path, name="full", train={"threads": 1},
+                        search={"algorithm": "grid", "space": {"train.lr": [1e-3, 3e-3]}})
+    out, mnt = tmp_path / "run", tmp_path / "mnt"
+    (out / "ray").mkdir(parents=True)  # a mount point: Tune makes it otherwise
+    mnt.mkdir()
+    rundir.write_json(out / rundir.SPEC, load_spec(study).model_dump(mode="json"))
+    (out / results.ROWS_LOG).touch()  # a mount point too
+    tag = uuid.uuid4().hex
+    ray_tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")
+    env = tagged_env(tag, RAY_TMPDIR=ray_tmp, XLT_MIN_FREE_MB="1", XLT_KEEP_FREE_MB=keep_free_mb)
+    try:
+        r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", FILL_THEN_RESUME,
+                            str(mnt), str(out), str(study), target, size],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    finally:
+        kill_tagged(tag)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    if r.returncode != 0 and "mount" in r.stderr and not r.stdout:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {r.stderr.strip()[-200:]}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    full, resumed = json.loads(r.stdout)
+    print(f"{target}: disk full run {full['seconds']:.0f}s, resume {resumed['seconds']:.0f}s, "
+          f"{len(full['log'].splitlines())} rows logged before, {len(resumed['log'].splitlines())} after")
+
+    # the study ends cleanly: exit 1, one line for the failed trial, no traceback
+    assert full["code"] == 1, full["err"][-3000:]
+    assert "Traceback" not in full["out"] + full["err"], full["err"][-3000:]
+    failed = [ln for ln in full["out"].splitlines() if " FAILED: " in ln]
+    assert len(failed) == 1 and reason in failed[0], full["out"]
+    assert "xlt: failed: disk full: 1 trials done, 1 failed" in full["out"]
+    assert "free some space on its filesystem, then continue with: xlt run" in full["err"]
+    assert "): failed: disk full" in full["status"] and "free some space, then resume with: xlt run" in full["status"]
+    logged = full["log"]
+    assert logged.endswith("\n") and all(json.loads(ln) for ln in logged.splitlines())  # no torn line
+    # the first trial's rows and some of the second's (a retried trial may log an event again)
+    assert ROWS_PER_EVENT * 4 < len({tuple(json.loads(ln)[k] for k in rundir.ROW_KEY) for ln in logged.splitlines()}) \
+        < ROWS_PER_EVENT * 8
+
+    # space freed: --resume finishes it; the rows logged before stay as they were, each row once
+    assert resumed["code"] == 0, resumed["err"][-3000:]
+    assert "): done" in resumed["status"] and "2 done, 0 running, 0 pending, 0 failed" in resumed["status"]
+    assert resumed["log"].startswith(logged)
+    rows = [json.loads(ln) for ln in resumed["log"].splitlines()]
+    keys = [tuple(r[k] for k in rundir.ROW_KEY) for r in rows]
+    assert len(set(keys)) == 2 * ROWS_PER_EVENT * 4
+    if target == "rows":
+        assert len(keys) == len(set(keys))
+    table = results.read_table(out)  # compacted onto the real disk
+    assert len(table) == len(set(keys)) and table["trial_id"].nunique() == 2
+    # the retried trial's time is its own, not also the time between the two runs
+    (tid,) = [t for t, v in full["trials"].items() if v["state"] == "failed"]
+    assert resumed["trials"][tid]["seconds"] < full["trials"][tid]["seconds"] + resumed["seconds"]

@@ -12,3 +12,8 @@ class TrainingDiverged(XltError):
 class OutOfDeviceMemory(XltError):
     """A training or evaluation step did not fit in the accelerator's memory: the trial fails in
     one line naming the batch size that did not fit and the key that sets it."""
+
+
+class DiskFull(XltError):
+    """A write met ENOSPC (or a quota): the trial fails in one line naming what it was writing; the
+    rows logged before stay, and `xlt run --resume` finishes the study once there is room."""

@@ -2,15 +2,16 @@
 that cross the Ray boundary (workers write them, the driver, `xlt status` and dashboards read).
 
     spec.json        the resolved study spec (what --resume checks against)
-    run.json         run id, spec hash, when it was created, where its trials run (trial_host)
+    run.json         run id, spec hash, when it was created, where its trials run (trial_host);
+                     `extended`: the study's extensions (xlt.study.extend), each a Tune experiment
     status.json      state (running | done | failed | interrupted), counts, per-trial state and timing
     rows.jsonl       result rows as the trials report them (rank 0 of each trial appends)
     results.parquet  the rows compacted (deduplicated), rewritten atomically while the study runs
     optuna.db        the Optuna study (tpe, nsga2)
     trials/<id>/     per trial: rank-<r>.json markers, final.json, the model
     artifacts/       shared between trials (e.g. the adaptation cache)
-    ray/             Tune's experiment state and in-driver trials' checkpoints (ray/tune), the Train
-                     runs (ray/train-<trial id>)
+    ray/             Tune's experiment state and in-driver trials' checkpoints (ray/tune, and
+                     ray/tune-2, ... for extensions), the Train runs (ray/train-<trial id>)
     DONE             written when the study (or `xlt trial`) has finished
 """
 

@@ -9,6 +9,7 @@ a reader always sees a complete table.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt import layout
-from xlt.errors import XltError
+from xlt.errors import DiskFull, XltError
 
 SCHEMA_VERSION = 1
 ROWS_LOG, TABLE = layout.ROWS_LOG, layout.TABLE
@@ -102,13 +103,34 @@ def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC or a quota, as the OS says it or as pyarrow (Tune's checkpoint copy) words it."""
+    return isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or any(
+        w in str(e) for w in ("No space left on device", "Disk quota exceeded")))
+
+
 def append_rows(run_dir: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append rows to the log, fsync'ed. A write that fails (a full disk) is cut back off, so no
+    torn line is left for the next append to run into; a line torn by a crash is ended first."""
     path = Path(run_dir) / ROWS_LOG
-    lines = "".join(json.dumps(normalize_row(r), ensure_ascii=False) + "\n" for r in rows)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(lines)
-        f.flush()
-        os.fsync(f.fileno())
+    data = "".join(json.dumps(normalize_row(r), ensure_ascii=False) + "\n" for r in rows).encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            os.ftruncate(fd, size)
+            if is_disk_full(e):
+                raise DiskFull(f"disk full: {e.strerror or e} appending {len(data)} bytes of rows to {path}") from None
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -94,6 +94,14 @@ class Ledger:
         self.estimates, self.running, self.spent = dict(saved["estimates"]), set(saved["running"]), dict(saved["spent"])
         self.stopped = None if saved.get("stopped") is None else Decision(**saved["stopped"])
 
+    def carry(self, saved: dict[str, Any]) -> None:
+        """Count what an earlier Tune experiment of the run spent (an extension's ledger starts
+        with every trial before it): its saved state, a trial still running there at its estimate."""
+        self.estimates.update(saved["estimates"])
+        self.spent.update(saved["spent"])
+        for t in saved["running"]:
+            self.spent.setdefault(t, saved["estimates"][t])
+
     def snapshot(self) -> dict[str, Any]:
         f = self.factor()
         return {"unit": self.unit, "limit": self.limit, "spent": sum(self.spent.values()),

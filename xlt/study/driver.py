@@ -31,6 +31,7 @@ class StudyContext:
     run_dir: str
     run_id: str
     in_driver: bool = False  # run the trial here, not on Ray Train (xlt.study.resources)
+    keep_free: int = 0  # bytes a checkpoint must leave free on the run's storage (rundir.keep_free_bytes)
 
 
 def trial_spec_for(ctx: StudyContext, params: dict[str, Any]):
@@ -60,7 +61,8 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     spec = trial_spec_for(ctx, params)
     r = spec.resources
     cfg = {"spec": spec.model_dump(mode="json"), "params": params, "run_dir": ctx.run_dir, "trial_id": trial_id,
-           "run_id": ctx.run_id, "primary_set": primary_set(spec), "threads": max(1, int(r.cpus_per_worker))}
+           "run_id": ctx.run_id, "primary_set": primary_set(spec), "threads": max(1, int(r.cpus_per_worker)),
+           "keep_free": ctx.keep_free}
     if ctx.in_driver:
         from xlt.study.worker import in_driver
 

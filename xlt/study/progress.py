@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from xlt import layout
+from xlt import layout, results
 from xlt.errors import XltError
 from xlt.study import rundir
 from xlt.study.driver import FINAL
@@ -81,8 +81,12 @@ class Progress(Callback):
             "started": old.get("started", self.t0), "session_started": self.t0,
             "elapsed_seconds": old.get("elapsed_seconds", 0.0), "objectives": list(zip(search.metrics, search.modes, strict=True)),
             "primary_set": search.primary_set, "total": search.total, "trials": old.get("trials", {}),
+            # what extensions of the study kept and added (xlt.study.extend)
+            "extended": [{k: e[k] for k in ("time", "difference", "kept", "samples")} for e in run.get("extended", [])],
         }
         self.before = self.status["elapsed_seconds"]  # elapsed in earlier sessions of a resumed run
+        self.ended: list[str] = []  # the trials of the Tune experiment that ended last
+        self.disk_full: str | None = None  # the last write of the driver's a full disk refused
         self.write()
         _live.append(self)
 
@@ -99,6 +103,15 @@ class Progress(Callback):
         stopped = (self.status.get("budget") or {}).get("stopped")
         return {"done": done, "running": running, "failed": failed,
                 "pending": 0 if stopped else max(0, self.search.total - done - failed - running)}
+
+    def unfinished(self) -> int:
+        """Trials of the Tune experiment that ended last that neither finished nor failed: it was
+        interrupted (Tune's fit returns on Ctrl-C)."""
+        return sum(self.status["trials"][t].get("state") not in ("done", "failed") for t in self.ended)
+
+    def extension_started(self, exp: dict[str, Any]) -> None:
+        print(f"xlt: extended: {exp['kept']} trials done kept, {exp['samples']} added ({exp['difference']})",
+              file=self.stream, flush=True)
 
     def best(self) -> tuple[str, float] | None:
         metric, mode = self.search.metrics[0], self.search.modes[0]
@@ -122,7 +135,7 @@ class Progress(Callback):
         self.status["best"] = None if b is None else {
             "trial_id": b[0], "metric": self.search.metrics[0], "value": b[1],
             "params": self.status["trials"][b[0]].get("params")}
-        rundir.write_json(self.run_dir / rundir.STATUS, self.status)
+        self.room(rundir.write_json, self.run_dir / rundir.STATUS, self.status)
 
     def eta(self, now: float) -> dict[str, Any] | None:
         """Seconds the study has left (xlt.study.eta), or None without an estimate."""
@@ -166,7 +179,26 @@ class Progress(Callback):
         if force or time.time() - self.last_compact >= self.compact_every:
             self.last_compact = time.time()
             if (self.run_dir / layout.ROWS_LOG).exists():
-                rundir.compact(self.run_dir)
+                self.room(rundir.compact, self.run_dir)
+
+    def room(self, write: Callable[..., Any], *args: Any) -> None:
+        """A write of the driver's on a full disk: said once, and the study goes on (its trials
+        fail in their own line as their writes meet it; this write is redone at the next event)."""
+        try:
+            write(*args)
+        except OSError as e:
+            if not results.is_disk_full(e):
+                raise
+            if self.disk_full is None:
+                print(f"xlt: disk full: {e.strerror or e} writing {args[0]}; the study goes on, and ends failed "
+                      "if its trials cannot write either", file=sys.stderr, flush=True)
+            self.disk_full = str(e)
+
+    def disk_full_state(self) -> bool:
+        """Whether the study met a full disk: a trial failed on one, or a write of the driver's did."""
+        return self.disk_full is not None or any(
+            t.get("state") == "failed" and str(t.get("error") or "").startswith("disk full")
+            for t in self.status["trials"].values())
 
     def line(self, trial_id: str, what: str) -> None:
         c = self.counts()
@@ -215,6 +247,8 @@ class Progress(Callback):
         t["workers"] = [json.loads(p.read_text()) for p in ranks]
         if state == "failed":
             t["error"] = _error_line(trial)
+        else:
+            t.pop("error", None)  # resumed after failing, and done now
         self.write()
         self.compact(force=True)
         last = t.get("last", {})
@@ -239,19 +273,23 @@ class Progress(Callback):
                   file=sys.stderr)
 
     def resumed(self) -> None:
-        """A restored study: trials that were running get their time so far kept, not double-counted."""
+        """A restored study: trials that were running or failed get their time so far kept, not
+        double-counted, nor the time between the sessions."""
         for t in self.status["trials"].values():
             if t.get("state") in ("running", "interrupted"):
                 t["state"] = "pending"
                 if t.get("started"):
                     t["seconds_before"] = t.get("seconds_before", 0.0) + (t.get("last_seen") or t["started"]) - t["started"]
                 t["started"] = None
+            elif t.get("state") == "failed":  # retried (resume_errored): its time so far, not the time since
+                t["seconds_before"], t["started"] = t.get("seconds", 0.0), None
 
     def on_experiment_end(self, trials, **info):
         # Tune's view wins: a trial that ended just before a driver was killed may be recorded
         # as running here but as finished in the experiment state the study resumed from
         # (Tune also marks trials it stopped on Ctrl-C as terminated: only a trial whose driver
         # wrote its final result is done)
+        self.ended = [tr.trial_id for tr in trials]
         for tr in trials:
             t = self._trial(tr)
             if tr.status == "ERROR":

@@ -18,12 +18,14 @@ from typing import Any
 from xlt import layout, lock, results
 from xlt.errors import XltError
 from xlt.spec import StudySpec, migrate_saved
+from xlt.study import extend
 
 SPEC, RUN, STATUS, DONE = layout.SPEC, layout.RUN, layout.STATUS, layout.DONE
 # `xlt run` refuses to start with less free space than this on the run directory's filesystem
 # (rows are small; checkpoints, saved models and artifacts are not: a BERT-base checkpoint with
 # its AdamW state is ~1.3 GB). XLT_MIN_FREE_MB overrides it.
 MIN_FREE_MB = 1024
+KEEP_FREE_MB = 64  # while it runs (keep_free_bytes); XLT_KEEP_FREE_MB overrides it
 PROBE_BYTES = 64 * 1024
 TUNE_NAME = "tune"
 # (trial, stage, event, eval set) is one row; a worker restarted from a checkpoint may log an event again
@@ -45,9 +47,10 @@ def read_json(path: Path) -> Any:
 
 def check(out: Path, spec: StudySpec, resume: bool, force: bool = False) -> dict[str, Any] | None:
     """Check `out` against --resume and the spec (before anything starts); returns the run.json of
-    the run to resume, or None for a new run. A changed spec is refused unless `force`
-    (--resume --force): then the run goes on under the new spec, and run.json records when and
-    what differed (rows already logged stay as their trials made them)."""
+    the run to resume, or None for a new run. A spec that only extends the study (xlt.study.extend)
+    resumes with the added trials recorded in run.json's `extended`. Any other change is refused
+    unless `force` (--resume --force): then the run goes on under the new spec, and run.json
+    records when and what differed (rows already logged stay as their trials made them)."""
     if out.exists() and not out.is_dir():
         raise XltError(f"{out}: not a directory; choose another --out")
     busy = out.exists() and any(not p.name.startswith(lock.LOCK) for p in out.iterdir())
@@ -69,7 +72,10 @@ def check(out: Path, spec: StudySpec, resume: bool, force: bool = False) -> dict
         raise XltError(f"{out}: holds study '{old.name}', not '{spec.name}': choose another --out to run it")
     run = read_json(out / RUN)
     if old.hash() != spec.hash():
-        difference = old.first_difference(spec)
+        decided = extend.decide(old, spec)
+        if isinstance(decided, extend.Extension):
+            return _extended(out, run, old, spec, decided)
+        difference = decided  # the first key that changed and does not only extend the study
         if not force:
             raise XltError(f"{out}: study '{spec.name}' there was run with a different spec ({difference}): "
                            "same file and overrides to resume, another --out, or --resume --force to go on "
@@ -82,17 +88,62 @@ def check(out: Path, spec: StudySpec, resume: bool, force: bool = False) -> dict
     return run
 
 
-def min_free_bytes() -> int:
-    text = os.environ.get("XLT_MIN_FREE_MB", "").strip()
+def experiments(run: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The run's Tune experiments in the order they run (each in DIR/ray/<name>): the study as it
+    was created, then one per extension (run.json `extended`: its points and samples)."""
+    return [{"name": TUNE_NAME}, *(run or {}).get("extended", [])]
+
+
+def started(out: Path, name: str) -> bool:
+    """Whether Tune experiment `name` has saved its state: what Tuner.can_restore looks for (Ray 2.60)."""
+    return (out / "ray" / name / "tuner.pkl").exists()
+
+
+def _extended(out: Path, run: dict[str, Any] | None, old: StudySpec, spec: StudySpec,
+              ext: extend.Extension) -> dict[str, Any] | None:
+    """Record an extension in run.json's `extended`, for the runner to run as a Tune experiment of
+    its own after the earlier ones, and say what is kept and added. An extension recorded but not
+    started yet takes this one in; before the study's first experiment started nothing is kept,
+    and the study simply runs as the new spec says."""
+    done = len(list((out / layout.TRIALS_DIR).glob(f"*/{layout.FINAL}")))
+    *_, last = exps = experiments(run)
+    if run is None or (len(exps) == 1 and not started(out, last["name"])):
+        print(f"xlt: resuming '{spec.name}' under its extended spec ({ext.difference}): no trial had started",
+              file=sys.stderr)
+        return run
+    others = max(0, ((read_json(out / STATUS) or {}).get("total") or 0) - done)
+    print(f"xlt: extended: {done} trials done kept, {ext.samples} added ({ext.difference})"
+          + (f"; the {others} other trial(s) of the study as it was resume first" if others else ""), file=sys.stderr)
+    record = {"name": f"{TUNE_NAME}-{len(exps) + 1}", "time": time.time(), "difference": ext.difference,
+              "from_hash": old.hash(), "to_hash": spec.hash(), "kept": done, "points": ext.points,
+              "samples": ext.samples}
+    extended = list(run.get("extended", []))
+    if len(exps) > 1 and not started(out, last["name"]):  # never ran: its trials join this one's
+        record.update(name=last["name"], from_hash=last["from_hash"], points=last["points"] + ext.points,
+                      samples=last["samples"] + ext.samples)
+        extended.pop()
+    return {**run, "extended": [*extended, record]}
+
+
+def min_free_bytes(var: str = "XLT_MIN_FREE_MB", default_mb: float = MIN_FREE_MB) -> int:
+    text = os.environ.get(var, "").strip()
     if not text:
-        return MIN_FREE_MB * 2**20
+        return int(default_mb * 2**20)
     try:
         mb = float(text)
     except ValueError:
         mb = -1.0
     if not 0 <= mb < 2**40:
-        raise XltError(f"XLT_MIN_FREE_MB={text}: expected a number of megabytes >= 0")
+        raise XltError(f"{var}={text}: expected a number of megabytes >= 0")
     return int(mb * 2**20)
+
+
+def keep_free_bytes() -> int:
+    """What a running study keeps free on its run directory's filesystem: a trial fails (disk
+    full) rather than write a checkpoint that leaves less, so that Tune's experiment state,
+    status.json and the results table still fit and the study ends cleanly and resumes (Tune
+    2.60 rewrites its experiment state in place: a disk that fills while it writes tears it)."""
+    return min_free_bytes("XLT_KEEP_FREE_MB", KEEP_FREE_MB)
 
 
 def check_storage(out: Path) -> None:
@@ -107,6 +158,7 @@ def check_storage(out: Path) -> None:
     if not where.is_dir():
         raise XltError(f"{out}: {where} is not a directory; choose another --out")
     need = min_free_bytes()
+    keep_free_bytes()  # a bad XLT_KEEP_FREE_MB fails here too, before Ray starts
     try:
         free = shutil.disk_usage(where).free
     except OSError as e:

@@ -10,6 +10,10 @@ Train (several workers, GPUs), results in the run directory.
     Tuner        trial driver (xlt.study.driver) x search (xlt.study.space), storage DIR/ray;
                  --resume restores it (completed trials kept, the searcher's state kept,
                  interrupted trials resumed from their checkpoints)
+    extension    a study file that only adds trials (xlt.study.extend) resumes too: Tune cannot
+                 restore an experiment with another search space, so the added trials run as a
+                 Tune experiment of their own (DIR/ray/tune-2, ...) once the earlier ones are
+                 restored and finished; the same rows log, status.json and Optuna study
     end          results.parquet, status.json, DONE (the CLI then writes the dashboard)
 """
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlt import layout, lock
+from xlt import layout, lock, results
 from xlt.errors import XltError
 from xlt.spec import StudySpec
 from xlt.study import resources, rundir
@@ -180,44 +184,55 @@ def trial_seconds(spec: StudySpec):
             [r["params"] for r in est["trials"]])
 
 
-def budgeted(spec: StudySpec, search_alg, progress):
-    """The study's search algorithm under its budget (xlt.study.budget). Tune wraps a Searcher in a
-    ConcurrencyLimiter and a SearchGenerator only when it is given one, so that is done here first."""
+def budgeted(spec: StudySpec, search_alg, progress, earlier: list[Path]):
+    """The study's search algorithm under its budget (xlt.study.budget), counting what the run's
+    `earlier` Tune experiments spent. Tune wraps a Searcher in a ConcurrencyLimiter and a
+    SearchGenerator only when it is given one, so that is done here first."""
+    import json
+
     from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-    from xlt.study.budget import BudgetedSearch, Ledger, Price
+    from xlt.study.budget import LEDGER_FILE, BudgetedSearch, Ledger, Price
 
     b = spec.search.budget
     assert b is not None
     if isinstance(search_alg, Searcher):
         search_alg = SearchGenerator(ConcurrencyLimiter(search_alg, max_concurrent=spec.resources.max_concurrent_trials))
     ledger = Ledger(b.unit, b.limit)
+    for path in earlier:
+        if (path / LEDGER_FILE).exists():
+            ledger.carry(json.loads((path / LEDGER_FILE).read_text()))
     progress.budget_update(ledger.snapshot())
     return BudgetedSearch(search_alg, ledger, Price(spec, b.unit), progress)
 
 
-def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources.TrialResources, search, progress,
-           restore: bool):
+def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources.TrialResources, progress,
+           index: int, restore: bool):
+    """Tune experiment `index` of the run (rundir.experiments), restored or new."""
     from ray import tune
 
     from xlt.study.driver import StudyContext, trial_driver
 
     ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"],
-                       in_driver=tr.in_driver)
+                       in_driver=tr.in_driver, keep_free=rundir.keep_free_bytes())
     (_, bundle), *_ = tr.bundles()
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
                                     {{"CPU": "cpu", "GPU": "gpu"}.get(k, k): v for k, v in bundle.items()})
     storage = opts.out / "ray"
+    names = [e["name"] for e in rundir.experiments(run)]
+    if restore:
+        return tune.Tuner.restore(str(storage / names[index]), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    from xlt.study import space
+
+    search = space.build(spec, opts.out, part=rundir.experiments(run)[index] if index else None, index=index)
     search_alg = search.search_alg
     concurrent: int | None = spec.resources.max_concurrent_trials
-    if spec.search.budget is not None:
-        search_alg, concurrent = budgeted(spec, search_alg, progress), None  # the wrapper limits concurrency itself
+    if spec.search.budget is not None:  # the wrapper limits concurrency itself
+        search_alg, concurrent = budgeted(spec, search_alg, progress, [storage / n for n in names[:index]]), None
     # a trial run in its driver is retried by Tune from its last checkpoint, as Train retries its
     # workers (resources.max_failures); a Train trial's driver is not retried (Train retries)
     retries = spec.resources.max_failures if tr.in_driver else 0
-    if restore:
-        return tune.Tuner.restore(str(storage / rundir.TUNE_NAME), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space=search.param_space,
@@ -225,7 +240,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
                                     num_samples=search.num_samples, max_concurrent_trials=concurrent,
                                     # the next trial in the same process: no start-up, torch imported
                                     reuse_actors=tr.in_driver),
-        run_config=tune.RunConfig(name=rundir.TUNE_NAME, storage_path=str(storage), verbose=0,
+        run_config=tune.RunConfig(name=names[index], storage_path=str(storage), verbose=0,
                                   callbacks=[progress], failure_config=tune.FailureConfig(max_failures=retries),
                                   # 2, not 1: Tune deletes the older checkpoint as the newer one
                                   # lands, and a driver killed before its next experiment-state save
@@ -250,6 +265,9 @@ def _locked(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -
     # Tune saves its experiment state at most this often: a killed driver loses at most this much
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a failed trial is one line in progress and status.json; its traceback stays in its error.txt
+    # (Tune would log it on the driver's stderr too)
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     started = connect(opts.address)
     try:
         return _run(spec, opts, old_run)
@@ -271,12 +289,14 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     check_resources(tr, opts)
     run = rundir.create(opts.out, spec, old_run, trial_host=tr.host)
     (opts.out / rundir.DONE).unlink(missing_ok=True)
-    search = space.build(spec, opts.out)
+    search = space.build(spec, opts.out, searcher=False)  # the whole study, as progress counts it
     slots = tr.slots(ray.cluster_resources())
     costs = trial_seconds(spec)
     progress = Progress(opts.out, search, run, opts.address or os.environ.get("RAY_ADDRESS"), page=opts.page,
                         estimate=costs[0] if costs else None, planned=costs[1] if costs else None, slots=slots)
-    restore = opts.resume and tune.Tuner.can_restore(str(opts.out / "ray" / rundir.TUNE_NAME))
+    exps = rundir.experiments(run)
+    restorable = [opts.resume and tune.Tuner.can_restore(str(opts.out / "ray" / e["name"])) for e in exps]
+    restore = any(restorable)
     if restore:
         progress.resumed()
     res = spec.resources
@@ -286,29 +306,53 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
           f"{spec.search.algorithm}, {res.workers} worker(s)/trial {'in its driver' if tr.in_driver else 'on Ray Train'}, "
           f"up to {slots} at a time) "
           f"on {where} ({cpus:g} CPUs) -> {opts.out}", flush=True)
-    tuner = _tuner(spec, opts, run, tr, search, progress, restore)
     state = "failed"
     try:
-        grid = tuner.fit()
-        errors = grid.num_errors
+        errors = 0
+        for i, exp in enumerate(exps):
+            # one not started: the last (rundir._extended records an extension only after the
+            # experiment before it started), unless it adds no trial
+            if not restorable[i] and (i < len(exps) - 1 or exp.get("samples") == 0):
+                continue
+            if i and not restorable[i]:
+                progress.extension_started(exp)
+            try:
+                errors += _tuner(spec, opts, run, tr, progress, i, restorable[i]).fit().num_errors
+            except Exception as e:
+                # Tune reads back what it wrote as the experiment ends (an error file it could not
+                # write on a full disk is empty): the study failed, say so in one line
+                if not (results.is_disk_full(e) or progress.disk_full_state()):
+                    raise
+                print(f"xlt: disk full: Tune could not end the experiment ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+                progress.disk_full = progress.disk_full or str(e)
+                errors += 1
+                break
+            if progress.unfinished():  # interrupted: the rest waits for --resume
+                break
         c = progress.counts()
         unfinished = c["pending"] + c["running"]
         state = "failed" if errors else ("interrupted" if unfinished else "done")
+        if state == "failed" and progress.disk_full_state():
+            state = "failed: disk full"
     except KeyboardInterrupt:
         state = "interrupted"
         raise
     finally:
         if (opts.out / layout.ROWS_LOG).exists():
-            rundir.compact(opts.out)
+            progress.room(rundir.compact, opts.out)
         progress.write(state)
     if state != "interrupted":
-        (opts.out / rundir.DONE).write_text(f"{state} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        progress.room(Path.write_text, opts.out / rundir.DONE, f"{state} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     b = progress.best()
     c = progress.counts()
     budget = progress.status.get("budget") or {}
     print(f"xlt: {state}{' (stopped by budget)' if budget.get('stopped') else ''}: {c['done']} trials done,"
           f" {c['failed']} failed in {clock(progress.status['elapsed_seconds'])}"
           + (f"; best {search.metrics[0]} {b[1]:.4g} ({b[0]})" if b else "") + f"; results: {opts.out / 'results.parquet'}")
-    if state == "interrupted":
-        print(f"xlt: continue with: xlt run ... --out {opts.out} --resume", file=sys.stderr)
+    if c["failed"]:
+        print(f"xlt: the failed trials' tracebacks: {opts.out}/ray/tune*/*/error.txt", file=sys.stderr)
+    if state in ("interrupted", "failed: disk full"):
+        room = "free some space on its filesystem, then " if state != "interrupted" else ""
+        print(f"xlt: {room}continue with: xlt run ... --out {opts.out} --resume", file=sys.stderr)
     return 0 if state == "done" else 1

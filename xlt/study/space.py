@@ -152,27 +152,36 @@ def _with_new_lock(cls, state):
     return sampler
 
 
-def build(spec: StudySpec, run_dir: Path) -> Search:
+def build(spec: StudySpec, run_dir: Path, part: dict[str, Any] | None = None, index: int = 0,
+          searcher: bool = True) -> Search:
+    """The study's search. `part`: an extension of the study (xlt.study.rundir.experiments: its
+    `points` and `samples`), the run's Tune experiment `index`: only its trials (`total` stays the
+    study's). `searcher` False: no search algorithm, for what describes the study (an Optuna
+    searcher enqueues its points in optuna.db as it is made, and a restored one would run them again)."""
     check(spec)
     s = spec.search
     metrics = [metric_name(o, spec) for o in s.objectives]
     modes: list[str] = [o.mode for o in s.objectives]
-    points = [dict(p) for p in s.points]
-    seed = derived.repeat_seeds(s, spec.train.seed)[0]
+    points = [dict(p) for p in (s.points if part is None else part["points"])]
+    # an extension's random draws are others than the study's first experiment's
+    seed = derived.repeat_seeds(s, spec.train.seed)[0] + index
     scheduler = asha_scheduler(metrics[0], modes[0], s.asha_grace, s.asha_reduction) if s.asha else None
     if s.algorithm in ("tpe", "nsga2") and s.space:
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+        optuna_search = None
+        if searcher:
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna_sampler(s.algorithm, seed)
-        multi = s.algorithm == "nsga2"
-        optuna_search = OptunaSearch(
-            space={k: optuna_distribution(p) for k, p in s.space.items()},
-            metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
-            points_to_evaluate=points or None, sampler=sampler, study_name=spec.name,
-            storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
-        )
-        return Search({}, optuna_search, scheduler, s.num_samples, s.num_samples, metrics, modes, primary_set(spec), points)
+            # the same Optuna study (load_if_exists): an extension samples knowing every trial so far
+            multi = s.algorithm == "nsga2"
+            optuna_search = OptunaSearch(
+                space={k: optuna_distribution(p) for k, p in s.space.items()},
+                metric=metrics if multi else metrics[0], mode=modes if multi else modes[0],
+                points_to_evaluate=points or None, sampler=optuna_sampler(s.algorithm, seed), study_name=spec.name,
+                storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
+            )
+        samples = s.num_samples if part is None else part["samples"]
+        return Search({}, optuna_search, scheduler, samples, s.num_samples, metrics, modes, primary_set(spec), points)
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -180,13 +189,15 @@ def build(spec: StudySpec, run_dir: Path) -> Search:
         space: dict[str, Any] = {k: tune.grid_search(list(p.choice)) for k, p in s.space.items()}  # type: ignore[arg-type]
         if "train.seed" not in space:
             space["train.seed"] = tune.grid_search(derived.repeat_seeds(s, spec.train.seed))
-        # each point replaces one sample, and grid keys a point leaves open expand under it
+        # each point replaces one sample, and grid keys a point leaves open expand under it; an
+        # extension's points are its trials, every key set
         total = len(derived.grid_trials(s, spec.train.seed))
-        num_samples = 1 + len(points)
+        num_samples = 1 + len(points) if part is None else len(points)
     else:  # random sampling of a space
         space = {k: tune_domain(p) for k, p in s.space.items()}
-        total = num_samples = s.num_samples
+        total = s.num_samples
+        num_samples = s.num_samples if part is None else part["samples"]
     # Tune applies max_concurrent_trials only to the generator it builds itself, not to one passed in
     alg = BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed,
-                                max_concurrent=spec.resources.max_concurrent_trials)
+                                max_concurrent=spec.resources.max_concurrent_trials) if searcher else None
     return Search(space, alg, scheduler, num_samples, total, metrics, modes, primary_set(spec), points)

@@ -104,7 +104,7 @@ def study_status(run_dir: Path) -> dict[str, Any]:
         "finished": (run_dir / rundir.DONE).exists(), "elapsed_seconds": st.get("elapsed_seconds"),
         "updated": st.get("updated"), "objectives": objectives, "counts": counts, "trials": trials,
         "eta": st.get("eta") if state == "running" else None,
-        "budget": st.get("budget"),
+        "budget": st.get("budget"), "extended": st.get("extended") or [],
         "best": None if best is None else {"trial_id": best["trial_id"], "metric": metric,
                                            "value": best["scores"][metric], "params": best["params"]},
         "flops_train_total": sum(t["flops_train"] or 0 for t in trials),
@@ -157,11 +157,14 @@ def format_status(st: dict[str, Any]) -> str:
     out.append(f"compute: {st['flops_train_total']:.3g} training FLOPs, {st['device_hours_total']:.4f} device-hours"
                + (f"; orchestration overhead {st['overhead_seconds_mean']:.1f}s per trial (mean)"
                   if st["overhead_seconds_mean"] is not None else ""))
+    for e in st.get("extended") or []:
+        out.append(f"extended: {e['kept']} trials done kept, {e['samples']} added ({e['difference']})")
     if b := st.get("budget"):
         unit = {"flops": "training FLOPs", "device_hours": "device-hours"}.get(b.get("unit"), b.get("unit"))
         out.append(f"budget: {b['limit']:.3g} {unit}; spent {b['spent']:.3g} ({100 * b['spent'] / b['limit']:.0f}%)"
                    + (f", running trials estimated at {b['committed']:.3g}" if b.get("committed") else "")
                    + ("; stopped by budget: " + b["message"].removeprefix("budget: ") if b.get("stopped") else ""))
-    if st["state"] == "interrupted":
-        out.append(f"resume with: xlt run STUDY.yaml --out {st['run_dir']} --resume")
+    if st["state"] in ("interrupted", "failed: disk full"):
+        room = "free some space, then " if st["state"] != "interrupted" else ""
+        out.append(f"{room}resume with: xlt run STUDY.yaml --out {st['run_dir']} --resume")
     return "\n".join(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -27,6 +28,7 @@ import torch
 import torch.distributed
 
 from xlt import layout, results
+from xlt.errors import DiskFull
 from xlt.layout import STATE_FILE, trial_dir
 from xlt.spec import StudySpec
 from xlt.train.loop import Session
@@ -89,9 +91,32 @@ class _Reporter:
         if self.rank != 0:
             self._send(None)
             return
+        at = f"{self.pending.get('stage')} step {self.pending.get('step')}"
         with tempfile.TemporaryDirectory(prefix="xlt-ckpt-") as tmp:
-            torch.save(state(), Path(tmp) / STATE_FILE)
-            self._send(tmp)
+            try:
+                # into a file of ours: torch.save given a path hides ENOSPC in a RuntimeError
+                with open(Path(tmp) / STATE_FILE, "wb") as f:
+                    torch.save(state(), f)
+                self._room(os.path.getsize(Path(tmp) / STATE_FILE), at)
+                self._send(tmp)  # Tune or Train copies it to the run's storage
+            except OSError as e:
+                if not results.is_disk_full(e):
+                    raise
+                raise DiskFull(f"disk full: {e.strerror or str(e).splitlines()[0]} writing the checkpoint of {at} "
+                               "(to a temporary directory, then the run's storage)") from None
+
+    def _room(self, size: int, at: str) -> None:
+        """Fail the trial (disk full) before its checkpoint takes the run's storage below the free
+        space the study keeps for its own state (xlt.study.rundir.keep_free_bytes)."""
+        keep = self.cfg.get("keep_free", 0)
+        if not keep:
+            return
+        storage = Path(self.cfg["run_dir"]) / "ray"
+        free = shutil.disk_usage(storage if storage.exists() else self.cfg["run_dir"]).free
+        if free - size < keep:
+            raise DiskFull(f"disk full: {free / 2**20:.3g} MB free on the run directory's filesystem; the checkpoint "
+                           f"of {at} ({size / 2**20:.3g} MB) would leave less than the {keep / 2**20:.3g} MB a study "
+                           "keeps free for its own state (XLT_KEEP_FREE_MB)")
 
     def flush(self) -> None:
         if self.pending is not None:
