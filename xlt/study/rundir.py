@@ -26,6 +26,9 @@ SPEC, RUN, STATUS, DONE = layout.SPEC, layout.RUN, layout.STATUS, layout.DONE
 MIN_FREE_MB = 1024
 PROBE_BYTES = 64 * 1024
 TUNE_NAME = "tune"
+# run.json of a run whose Tuner was built with xlt.study.tracking's loggers (a restore of an older
+# run keeps Tune's own)
+TUNE_LOGGERS = "xlt"
 # (trial, stage, event, eval set) is one row; a worker restarted from a checkpoint may log an event again
 ROW_KEY = ("trial_id", "stage", "event", "eval_set")
 
