@@ -159,9 +159,9 @@ def test_trackers_log_every_evaluation_the_params_and_the_model(ray_session, in_
                 history = sorted(client.get_metric_history(r.info.run_id, f"{score}/{s}"), key=lambda m: m.step)
                 assert [m.value for m in history] == pytest.approx(expected[t, s, score]), (t, s, score)
 
-    # W&B, offline: a run file in each trial's Tune directory, nothing sent
+    # W&B, offline: a run file per trial in the run directory, nothing sent
     for t in lr:
-        (path,) = (tune_dir[t] / "wandb").glob(f"offline-run-*/run-{t}.wandb")
+        (path,) = (out / "wandb").glob(f"offline-run-*-{t}/run-{t}.wandb")
         w = wandb_run(path)
         assert (w["run"].run_id, w["run"].project, w["run"].run_group) == (t, "tiny-track", run_id)
         assert w["config"]["train.lr"] == lr[t] and w["config"]["model_path"] == str(model[t])

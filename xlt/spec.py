@@ -595,7 +595,7 @@ class MLflowTracking(_Strict):
 
 class WandbTracking(_Strict):
     project: str | None = Field(None, min_length=1, max_length=128)  # default: the study's name
-    # offline: run files in each trial's Tune directory (`wandb sync` uploads them later);
+    # offline: run files in <run dir>/wandb (`wandb sync` uploads them later);
     # online: sent to the W&B server (needs an API key); disabled: nothing
     mode: Literal["offline", "online", "disabled"] = "offline"
 

@@ -2,7 +2,7 @@
 logger callbacks; a tracker's package is imported only when the study names it.
 
     mlflow       ray.air.integrations.mlflow.MLflowLoggerCallback: an MLflow run per trial
-    wandb        ray.air.integrations.wandb.WandbLoggerCallback: a W&B run per trial
+    wandb        ray.air.integrations.wandb.WandbLoggerCallback: a W&B run per trial (RUN/wandb)
     tensorboard  ray.tune.logger.TBXLoggerCallback: event files in the trial's Tune directory
 
 They log what a trial reports to Tune (xlt.study.worker.event_metrics: `f1`, `f1/<set>`,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,14 @@ from xlt.spec import StudySpec, expand_vars, mlflow_file_store
 
 MODEL_PATH = layout.MODEL_PATH
 
-_live: list[Trackers] = []
+# this session's Trackers, weakly: held by its Tuner, dropped with it (Ray's W&B callback must be
+# finalized before the interpreter's teardown, or its __del__ fails on a half-torn-down ray)
+_live: list[weakref.ref[Trackers]] = []
 
 
 def _this_session() -> Callback:
-    return _live[-1] if _live else Callback()
+    live = _live[-1]() if _live else None
+    return live if live is not None else Callback()
 
 
 class Trackers(CallbackList):
@@ -50,7 +54,7 @@ class Trackers(CallbackList):
 
     def __init__(self, callbacks: list[Callback]):
         super().__init__(callbacks)
-        _live.append(self)
+        _live[:] = [weakref.ref(self)]
 
 
 # each tracker's package (and the extra that installs it)
@@ -88,10 +92,12 @@ def trackers(spec: StudySpec, run_dir: Path, run_id: str) -> Trackers:
         found.append(_mlflow()(uri, experiment_name=t.mlflow.experiment or spec.name,
                                tags={"xlt.study": spec.name, "xlt.run_id": run_id}))
     if t is not None and t.wandb is not None:
-        # upload_timeout: how long the end of the study waits for each trial's W&B process to
-        # finish (Ray's default, 30 min, is also how long a study that failed hangs)
+        # dir: the run directory itself, not the trial's Tune directory, which Tune syncs from a
+        # staging copy at the end of the study, before the last trial's W&B process has finished.
+        # upload_timeout: how long the end of the study waits for each trial's W&B process
+        # (Ray's default, 30 min, is also how long a study that failed hangs)
         found.append(_wandb()(project=t.wandb.project or spec.name, group=run_id, mode=t.wandb.mode,
-                              upload_timeout=120))
+                              dir=str(run_dir), upload_timeout=120))
     if t is not None and t.tensorboard:
         found.append(_tensorboard()())
     return Trackers(found)
