@@ -572,8 +572,8 @@ def mlflow_file_store(uri: str) -> str | None:
     `f1/<set>` would be one name as a file and a directory (MLflow 3 also refuses that store
     unless MLFLOW_ALLOW_FILE_STORE is set)."""
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", uri)
-    if (scheme and scheme.group(1) != "file") or uri == "databricks" or "$" in uri:
-        return None  # not a path; or not expanded yet (xlt.study.tracking checks it then)
+    if (scheme and scheme.group(1) != "file") or uri == "databricks":
+        return None
     return ("MLflow's file store cannot hold both f1 and f1/<set> (a file and a directory of one name): "
             "give a database or server URI, e.g. sqlite:///path/mlflow.db")
 
@@ -587,7 +587,8 @@ class MLflowTracking(_Strict):
     @field_validator("tracking_uri")
     @classmethod
     def _not_a_file_store(cls, value: str | None) -> str | None:
-        problem = mlflow_file_store(value) if value is not None else None
+        # with ${VAR} unexpanded, xlt.study.tracking.check judges the URI when the study runs
+        problem = mlflow_file_store(value) if value is not None and "$" not in value else None
         if problem:
             raise ValueError(problem)
         return value

@@ -23,6 +23,7 @@ import os
 import weakref
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from ray.tune import Callback
 from ray.tune.callback import CallbackList
@@ -71,7 +72,7 @@ def check(spec: StudySpec) -> None:
             raise XltError(f"tracking.{key}: needs the {PACKAGES[key]} package: pip install 'xlt[{key}]'")
     if t is not None and t.mlflow is not None and t.mlflow.tracking_uri is not None:
         uri = expand_vars(t.mlflow.tracking_uri)
-        problem = mlflow_file_store(uri.replace("$", ""))  # as expanded: a $ left is the URI's own
+        problem = mlflow_file_store(uri)
         if problem:
             raise XltError(f"tracking.mlflow.tracking_uri: {problem}, got {uri!r}")
 
@@ -129,17 +130,8 @@ def _wandb():
             # Ray asks for an API key unless WANDB_MODE says offline or disabled; the study's mode
             # (passed on to wandb.init) is what counts
             mode = self.kwargs["mode"]
-            if mode == "online":
-                return super().setup(*args, **kwargs)
-            old = os.environ.get("WANDB_MODE")
-            os.environ["WANDB_MODE"] = mode
-            try:
+            with mock.patch.dict(os.environ, {} if mode == "online" else {"WANDB_MODE": mode}):
                 super().setup(*args, **kwargs)
-            finally:
-                if old is None:
-                    del os.environ["WANDB_MODE"]
-                else:
-                    os.environ["WANDB_MODE"] = old
 
     return Wandb
 
