@@ -231,3 +231,29 @@ def test_keys_added_later_leave_the_hash_alone_until_set():
     assert "attention_dropout" not in plain._hashed()["train"] and "budget" not in plain._hashed()["search"]
     assert load_spec(study, ["train.attention_dropout=0"]).hash() != plain.hash()
     assert load_spec(study, ["search.budget.flops=1e15"]).hash() != plain.hash()
+
+
+def test_tracking_is_no_part_of_the_hash(tmp_path):
+    """Trackers log what trials report and change nothing a trial computes: adding, changing or
+    removing them keeps the hash (and --resume), and a resume names no difference."""
+    plain = load_spec(write(tmp_path, MINIMAL))
+    tracked = load_spec(write(tmp_path, MINIMAL), ["tracking.tensorboard=true", "tracking.mlflow={}",
+                                                   "tracking.wandb={project: p, mode: disabled}"])
+    assert tracked.tracking.wandb.mode == "disabled" and tracked.tracking.mlflow.tracking_uri is None
+    assert "tracking" not in tracked._hashed()
+    assert tracked.hash() == plain.hash() and plain.first_difference(tracked) is None
+    # the spec.json round trip keeps it (a resumed run reads the study file's, not the saved one)
+    assert spec_from_dict(tracked.model_dump(mode="json")).tracking == tracked.tracking
+
+
+def test_the_readme_tracking_example_validates():
+    import re
+
+    import yaml
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"^### Trackers.*?```yaml\n(.*?)```", text, re.M | re.S)
+    assert block, "README.md has no tracking example"
+    tree = {**yaml.safe_load(MINIMAL), **yaml.safe_load(block.group(1))}
+    t = spec_from_dict(tree, "README.md").tracking
+    assert t.mlflow and t.wandb and t.tensorboard

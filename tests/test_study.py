@@ -151,20 +151,73 @@ def test_grid_study_end_to_end(ray_session, in_tmp):
     assert rows == sorted(tuple(r[k] for k in keys) for r in results.read_log(in_tmp / "alone"))
 
 
-@pytest.mark.slow
-def test_tpe_study_writes_an_optuna_study(ray_session, in_tmp):
-    optuna = pytest.importorskip("optuna")
-    study = write_study(in_tmp, name="tiny-tpe", search={
+@pytest.fixture(scope="module")
+def tpe_run(ray_session, tmp_path_factory) -> Path:
+    """A finished two-trial TPE study's run directory (shared by the tests that read its optuna.db)."""
+    tmp = tmp_path_factory.mktemp("tpe")
+    study = write_study(tmp, name="tiny-tpe", search={
         "algorithm": "tpe", "num_samples": 2, "space": {"train.lr": {"log_range": [1e-3, 1e-2]}},
         "objectives": [{"metric": "f1", "eval_set": "ru-dev"}]})
-    out = in_tmp / "run"
-    code, _, err = run_cli("run", str(study), "--out", str(out))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)  # the dashboard goes to ./dashboards
+        code, _, err = run_cli("run", str(study), "--out", str(tmp / "run"))
     assert code == 0, err
+    return tmp / "run"
+
+
+@pytest.mark.slow
+def test_tpe_study_writes_an_optuna_study(tpe_run):
+    optuna = pytest.importorskip("optuna")
+    out = tpe_run
     ot = optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{out / 'optuna.db'}")
     done = [t for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2
     finals = sorted(r["f1"] for r in final_rows(out) if r["eval_set"] == "ru-dev")
     assert sorted(t.value for t in done) == pytest.approx(finals)
+    # Tune's CSV and JSON logs as ever; its TensorBoard files only where a study asks (test_tracking.py)
+    trial_dirs = list((out / "ray" / "tune").glob("trial_driver_*"))
+    assert len(trial_dirs) == 2 and all((d / "result.json").stat().st_size and (d / "progress.csv").exists()
+                                        for d in trial_dirs)
+    assert not list((out / "ray").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_run_s_study(tpe_run, tmp_path):
+    """optuna-dashboard (README) on the run's optuna.db: its JSON API lists the study and its trials."""
+    import urllib.request
+
+    pytest.importorskip("optuna_dashboard")
+    port = free_port()
+    log = tmp_path / "optuna-dashboard.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")),
+                                 f"sqlite:///{tpe_run / 'optuna.db'}", "--port", str(port), "--host", "127.0.0.1"],
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        def get(path: str):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return json.loads(r.read())
+
+        def studies():
+            if proc.poll() is not None:
+                raise AssertionError(f"optuna-dashboard exited {proc.returncode}: {log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                return get("/api/studies")["study_summaries"]
+
+        (summary,) = wait_for(studies, 60, "optuna-dashboard to answer")
+        assert summary["study_name"] == "tiny-tpe" and summary["directions"] == ["maximize"]
+        detail = get(f"/api/studies/{summary['study_id']}")
+        done = [t for t in detail["trials"] if t["state"] == "Complete"]
+        finals = sorted(r["f1"] for r in final_rows(tpe_run) if r["eval_set"] == "ru-dev")
+        assert len(detail["trials"]) == len(done) == len(finals) == 2
+        assert sorted(t["values"][0] for t in done) == pytest.approx(finals)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("override, word", [("resources.gpus_per_worker=1", "GPU"),

@@ -27,6 +27,7 @@ FINAL = "final.json"  # in a trial's directory: its Train run finished
 STATE_FILE = "state.pt"  # in a Ray Train checkpoint: the pipeline's resume state
 ARTIFACTS_DIR = "artifacts"
 MODEL_DIR = "model"
+MODEL_PATH = "model_path"  # a trial's last report to Tune: its MODEL_DIR, if saved (for trackers)
 RANK_GLOB = "rank-*.json"
 
 

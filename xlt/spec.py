@@ -560,6 +560,61 @@ class ReportedCost(_Strict):
         return self
 
 
+# ---------------------------------------------------------------- tracking: experiment trackers for `xlt run`
+# Ray Tune's own logger callbacks (xlt.study.tracking). They log what trials report and change
+# nothing a trial computes, so the section is no part of the hash; nothing is sent anywhere but
+# where a tracker here names.
+
+
+def mlflow_file_store(uri: str) -> str | None:
+    """Why an MLflow tracking URI cannot take a study's metrics, or None. MLflow's file store (a
+    file:// URI or a plain path) keeps a metric in a file named after it, and `f1` beside
+    `f1/<set>` would be one name as a file and a directory (MLflow 3 also refuses that store
+    unless MLFLOW_ALLOW_FILE_STORE is set)."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", uri)
+    if (scheme and scheme.group(1) != "file") or uri == "databricks":
+        return None
+    return ("MLflow's file store cannot hold both f1 and f1/<set> (a file and a directory of one name): "
+            "give a database or server URI, e.g. sqlite:///path/mlflow.db")
+
+
+class MLflowTracking(_Strict):
+    # an MLflow tracking URI (${VAR} expanded): a database (sqlite:///...) or a server (http(s)://);
+    # default: a SQLite store in the run directory, sqlite:///<run dir>/mlflow.db
+    tracking_uri: str | None = Field(None, min_length=1)
+    experiment: str | None = Field(None, min_length=1)  # default: the study's name
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _not_a_file_store(cls, value: str | None) -> str | None:
+        # with ${VAR} unexpanded, xlt.study.tracking.check judges the URI when the study runs
+        problem = mlflow_file_store(value) if value is not None and "$" not in value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class WandbTracking(_Strict):
+    project: str | None = Field(None, min_length=1, max_length=128)  # default: the study's name
+    # offline: run files in <run dir>/wandb (`wandb sync` uploads them later);
+    # online: sent to the W&B server (needs an API key); disabled: nothing
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str | None) -> str | None:
+        bad = sorted({c for c in value or "" if c in "/\\#?%:"})
+        if bad:  # W&B refuses them
+            raise ValueError(f"a W&B project name cannot contain {' '.join(bad)}")
+        return value
+
+
+class Tracking(_Strict):
+    mlflow: MLflowTracking | None = None
+    wandb: WandbTracking | None = None
+    tensorboard: bool = False  # TensorBoard event files in each trial's Tune directory (RUN/ray/tune)
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -581,6 +636,7 @@ class StudySpec(_Strict):
     claims: tuple[Claim, ...] = ()  # qualitative findings, judged from the rows (not part of the hash)
     throughput: dict[str, float] = {}  # device kind -> FLOP/s achieved, for `xlt estimate`
     reported_cost: tuple[ReportedCost, ...] = ()  # the paper's costs, beside `xlt estimate`'s (not part of the hash)
+    tracking: Tracking | None = None  # experiment trackers (not part of the hash)
 
     @model_validator(mode="after")
     def _cross(self) -> StudySpec:
@@ -603,12 +659,12 @@ class StudySpec(_Strict):
 
     def hash(self) -> str:
         """What the trial is, not where it ran: identical trials in two run directories hash alike.
-        Claims judge the rows and change nothing a trial does, so a study's claims can be edited
-        without losing `--resume`."""
+        Claims judge the rows and trackers log them, neither changes anything a trial does, so a
+        study's claims and tracking can be edited without losing `--resume`."""
         return hashlib.sha256(json.dumps(self._hashed(), sort_keys=True).encode()).hexdigest()[:16]
 
     def _hashed(self) -> dict[str, Any]:
-        tree = self.model_dump(mode="json", exclude={"cache_dir", "claims", "reported_cost"})
+        tree = self.model_dump(mode="json", exclude={"cache_dir", "claims", "reported_cost", "tracking"})
         for section, key in _LATER_KEYS:  # unset, they leave a trial as it was before they existed
             if tree.get(section, {}).get(key, _MISSING) is None:
                 del tree[section][key]

@@ -75,6 +75,8 @@ def trial_driver(config: dict[str, Any], ctx: StudyContext) -> None:
     metrics.pop("checkpoint_path", None)
     metrics.update(trial_seconds=time.time() - t0, driver_started=t0,
                    driver_node=ray.get_runtime_context().get_node_id())
+    if (out / layout.MODEL_DIR).is_dir():  # for the trackers (xlt.study.tracking)
+        metrics[layout.MODEL_PATH] = str(out / layout.MODEL_DIR)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / FINAL, metrics)
     # after a restore, a Train run that had finished sends nothing: report its result once more

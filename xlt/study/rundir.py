@@ -28,6 +28,9 @@ MIN_FREE_MB = 1024
 KEEP_FREE_MB = 64  # while it runs (keep_free_bytes); XLT_KEEP_FREE_MB overrides it
 PROBE_BYTES = 64 * 1024
 TUNE_NAME = "tune"
+# run.json of a run whose Tuner was built with xlt.study.tracking's loggers (a restore of an older
+# run keeps Tune's own)
+TUNE_LOGGERS = "xlt"
 # (trial, stage, event, eval set) is one row; a worker restarted from a checkpoint may log an event again
 ROW_KEY = ("trial_id", "stage", "event", "eval_set")
 

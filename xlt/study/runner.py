@@ -211,6 +211,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
     """Tune experiment `index` of the run (rundir.experiments), restored or new."""
     from ray import tune
 
+    from xlt.study import tracking
     from xlt.study.driver import StudyContext, trial_driver
 
     ctx = StudyContext(spec=spec.model_dump(mode="json"), run_dir=str(opts.out), run_id=run["run_id"],
@@ -220,6 +221,15 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
                                     {{"CPU": "cpu", "GPU": "gpu"}.get(k, k): v for k, v in bundle.items()})
     storage = opts.out / "ray"
     names = [e["name"] for e in rundir.experiments(run)]
+    # Tune's own CSV, JSON and TensorBoard loggers, unless told: `trackers` brings the first two and
+    # TensorBoard only if asked. A Tuner made before tracking existed runs with what it pickled
+    # (Tune's loggers, no trackers)
+    ours = run.get("tune_loggers") == rundir.TUNE_LOGGERS
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if ours else "0"
+    if not ours and spec.tracking is not None:
+        print("xlt: note: this run began before xlt had trackers: `tracking` is not used (start a new --out"
+              " to track)", file=sys.stderr)
+    trackers = tracking.trackers(spec, opts.out, run["run_id"])  # a restored Tuner finds them (Trackers.__reduce__)
     if restore:
         return tune.Tuner.restore(str(storage / names[index]), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
@@ -241,7 +251,7 @@ def _tuner(spec: StudySpec, opts: RunOptions, run: dict[str, Any], tr: resources
                                     # the next trial in the same process: no start-up, torch imported
                                     reuse_actors=tr.in_driver),
         run_config=tune.RunConfig(name=names[index], storage_path=str(storage), verbose=0,
-                                  callbacks=[progress], failure_config=tune.FailureConfig(max_failures=retries),
+                                  callbacks=[progress, trackers], failure_config=tune.FailureConfig(max_failures=retries),
                                   # 2, not 1: Tune deletes the older checkpoint as the newer one
                                   # lands, and a driver killed before its next experiment-state save
                                   # (every 2 s) resumes from the one the state names (test_study.py)
@@ -259,9 +269,10 @@ def run_study(spec: StudySpec, opts: RunOptions) -> int:
 
 
 def _locked(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> int:
-    from xlt.study import space
+    from xlt.study import space, tracking
 
     space.check(spec)
+    tracking.check(spec)  # a tracker's missing package, before Ray starts
     # Tune saves its experiment state at most this often: a killed driver loses at most this much
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -299,6 +310,9 @@ def _run(spec: StudySpec, opts: RunOptions, old_run: dict[str, Any] | None) -> i
     restore = any(restorable)
     if restore:
         progress.resumed()
+    elif run.get("tune_loggers") != rundir.TUNE_LOGGERS:  # a new Tuner: its loggers are xlt.study.tracking's
+        run = {**run, "tune_loggers": rundir.TUNE_LOGGERS}
+        rundir.write_json(opts.out / rundir.RUN, run)
     res = spec.resources
     where = "local Ray" if not (opts.address or os.environ.get("RAY_ADDRESS")) else f"Ray at {opts.address or os.environ['RAY_ADDRESS']}"
     cpus = ray.cluster_resources().get("CPU", 0)
