@@ -46,20 +46,20 @@ class Features:
         """(windows, longest) bool: which positions hold context. Built once per Features, so that
         decoding a batch indexes it instead of looping over every window's offsets (a trial
         evaluates the same windows many times)."""
-        table = torch.zeros(len(self), max(self.lengths, default=0), dtype=torch.bool)
-        for r, offs in enumerate(self.offsets):
-            table[r, : len(offs)] = torch.tensor([o is not None for o in offs], dtype=torch.bool)
-        return table
+        return self._flags_table([[o is not None for o in offs] for offs in self.offsets])
 
     def token_table(self, token_id: int) -> torch.Tensor:
         """(windows, longest) bool: where `token_id` is (e.g. [CLS]); cached per id."""
         cache = self.__dict__.setdefault("_token_tables", {})
         if token_id not in cache:
-            table = torch.zeros(len(self), max(self.lengths, default=0), dtype=torch.bool)
-            for r, ids in enumerate(self.input_ids):
-                table[r, : len(ids)] = torch.tensor(ids) == token_id
-            cache[token_id] = table
+            cache[token_id] = self._flags_table([[i == token_id for i in ids] for ids in self.input_ids])
         return cache[token_id]
+
+    def _flags_table(self, flags: list[list[bool]]) -> torch.Tensor:
+        table = torch.zeros(len(self), max(self.lengths, default=0), dtype=torch.bool)
+        for r, row in enumerate(flags):
+            table[r, : len(row)] = torch.tensor(row, dtype=torch.bool)
+        return table
 
 
 def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:

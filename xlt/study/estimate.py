@@ -125,7 +125,8 @@ def data_size(src: DataSource, spec: StudySpec, vocabulary: str = "model") -> Da
                             t.max_query_length, vocabulary)
     if src.path is not None:  # the file itself, as it is now
         path = spec.resolve_path(src.path)
-        key += (str(path), *((path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else ()))
+        stat = path.stat() if path.is_file() else None
+        key += (str(path), *((stat.st_mtime_ns, stat.st_size) if stat else ()))
     if key not in _SIZES:
         _SIZES[key] = _data_size(src, spec, vocabulary)
     return _SIZES[key]
@@ -411,9 +412,8 @@ def estimate(spec: StudySpec) -> dict[str, Any]:
     study's: a step that trials share through the artifact cache is computed once."""
     kind = device_kind(spec)
     rate = throughput(spec, kind)
-    rows, once, texts = price(spec, planned_trials(spec), rate)
+    rows, paid, texts = price(spec, planned_trials(spec), rate)
     attributed = sum(r["flops_train"] for r in rows)
-    paid = sum(r.pop("_own") for r in rows) + sum(once.values())
     evals = sum(r["flops_eval"] for r in rows)
     reported = [_reported(spec, r, rows, rate) for r in spec.reported_cost]
     hours_paid = rate.hours(paid, evals)
@@ -431,11 +431,12 @@ def device_kind(spec: StudySpec) -> str:
 
 
 def price(spec: StudySpec, trials: list[dict[str, Any]], rate: Throughput
-          ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], float], dict[tuple[str, str], dict[str, Any]]]:
-    """(a row per trial, the shared steps' FLOPs, the text budgets) of `trials` (parameters) in
-    the order they start: the first trial to need a shared step computes it."""
+          ) -> tuple[list[dict[str, Any]], float, dict[tuple[str, str], dict[str, Any]]]:
+    """(a row per trial, the training FLOPs the trials compute, the text budgets) of `trials`
+    (parameters) in the order they start: the first trial to need a shared step computes it."""
     rows: list[dict[str, Any]] = []
     once: dict[tuple[str, str], float] = {}
+    paid = 0.0
     texts: dict[tuple[str, str], dict[str, Any]] = {}
     for params in trials:
         cost = trial_cost(trial_spec(spec, params))
@@ -449,8 +450,9 @@ def price(spec: StudySpec, trials: list[dict[str, Any]], rate: Throughput
                 first += flops
         # device_hours: all the trial uses; paid_device_hours: what it computes itself, in plan order
         rows.append({"params": params, **cost, "device_hours": rate.hours(cost["flops_train"], cost["flops_eval"]),
-                     "paid_device_hours": rate.hours(own + first, cost["flops_eval"]), "_own": own})
-    return rows, once, texts
+                     "paid_device_hours": rate.hours(own + first, cost["flops_eval"])})
+        paid += own + first
+    return rows, paid, texts
 
 
 def resources_here(spec: StudySpec, device_hours: float) -> dict[str, Any]:

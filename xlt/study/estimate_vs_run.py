@@ -37,7 +37,7 @@ def against(spec: StudySpec, run_dir: Path) -> dict[str, Any]:
         raise XltError(f"{run_dir}: no finished trial to compare with")
     kind = device_kind(spec)
     rate = throughput(spec, kind)
-    priced, once, _ = price(spec, [t.get("params") or {} for _, t in done], rate)
+    priced, paid, _ = price(spec, [t.get("params") or {} for _, t in done], rate)
     trials = []
     for (tid, t), p in zip(done, priced, strict=True):
         m = finals[tid]
@@ -45,7 +45,7 @@ def against(spec: StudySpec, run_dir: Path) -> dict[str, Any]:
                        "flops_train": (p["flops_train"], float(m["flops_train"])),
                        "flops_eval": (p["flops_eval"], float(m.get("flops_eval") or 0.0)),
                        "device_hours": (p["paid_device_hours"], float(m["device_seconds"]) / 3600)})
-    hours = rate.hours(sum(p["_own"] for p in priced) + sum(once.values()), sum(p["flops_eval"] for p in priced))
+    hours = rate.hours(paid, sum(p["flops_eval"] for p in priced))
     wall = resources_here(spec, hours)["local_wall_hours"]
     measured_wall = st.get("elapsed_seconds")
     return {"study": spec.name, "run": str(run_dir), "device_kind": kind, "throughput_source": rate.source,
